@@ -1,0 +1,1 @@
+"""Benchmark targets of ``densevis bench``; each returns a flat dict of measured figures."""

@@ -1,0 +1,26 @@
+"""Synthetic probe sets with exact ground truth for testing saliency hypotheses.
+
+``probes`` draws the original study's "circles and a square" images and counterfactual sets (lines
+only, large squares, small circles, paired edits of one scene) with exact per-object masks, and
+writes them reproducibly to HDF5 (see ``shared/DESIGN.md``, probe-set contract).
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from probes import ProbeSet, write_probe_set
+>>> path = write_probe_set(pathlib.Path(tempfile.mkdtemp()) / "lines.h5", "lines_only", n=8,
+...                        seed=1, size=64)
+>>> probe = ProbeSet(path)
+>>> probe.name, int(probe.labels[:].max()), bool(probe.masks("line")[:].any())
+('lines_only', 0, True)
+"""
+
+__version__ = "0.1.0"
+
+from .errors import ProbeError  # noqa: E402
+from .scene import KINDS, Shape, footprint, render  # noqa: E402
+from .sets import SETS, get_set  # noqa: E402
+from .store import FORMAT, ProbeSet, file_sha256, shape_of, write_probe_set  # noqa: E402
+
+__all__ = ["FORMAT", "KINDS", "SETS", "ProbeError", "ProbeSet", "Shape", "file_sha256",
+           "footprint", "get_set", "render", "shape_of", "write_probe_set"]

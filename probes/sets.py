@@ -1,0 +1,393 @@
+"""Probe-set generators: the base set of the original study and its counterfactual sets.
+
+Each set is registered with a one-line description, a parameter dataclass and a function that
+turns one random generator into one *unit*: a single scene, or for ``pairs`` the eight edits of one
+scene. Geometry parameters are stated at the reference size of 256 px and scaled by
+``size / 256`` (minimum sizes round up, maximum sizes round down, so a scaled range never leaves
+the original one). Circle diameters and square sides never go below 4 px: a digital disk under
+4 px is a filled square.
+
+Examples
+--------
+>>> spec = SETS["base"]
+>>> geometry = spec.geometry(size=128)
+>>> geometry.diameter, geometry.side
+((5, 24), (5, 24))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from .errors import ProbeError
+from .scene import Shape, circle_at, square_at
+
+REFERENCE_SIZE = 256
+MIN_SHAPE_PX = 4  # the smallest disk that is not a filled square
+
+
+# ---------------------------------------------------------------------------------------- params
+@dataclass(frozen=True)
+class CircleParams:
+    """Filled circles placed as in the original study (256-px units)."""
+
+    SMALLEST_DIAMETER_PX: ClassVar[int] = MIN_SHAPE_PX
+    min_circles: int = 0
+    max_circles: int = 9
+    min_diameter: int = 10
+    max_diameter: int = 49
+    corner_low: int = 10  # top-left corners in [corner_low, corner_high)
+    corner_high: int = 206
+    intensity: int = 255
+
+
+@dataclass(frozen=True)
+class SquareParams:
+    min_side: int = 10
+    max_side: int = 49
+
+
+@dataclass(frozen=True)
+class LineParams:
+    min_lines: int = 1
+    max_lines: int = 4
+    min_length: int = 10
+    max_length: int = 49
+    line_width: int = 2
+    oblique_rate: float = 0.5
+
+
+@dataclass(frozen=True)
+class BaseParams(CircleParams, SquareParams):
+    positive_rate: float = 0.5
+
+
+@dataclass(frozen=True)
+class LinesOnlyParams(CircleParams, LineParams):
+    pass
+
+
+@dataclass(frozen=True)
+class LargeSquaresParams(CircleParams, SquareParams):
+    min_side: int = 50  # larger than the largest base circle
+    max_side: int = 98  # about twice the base maximum
+
+
+@dataclass(frozen=True)
+class SmallCirclesParams(CircleParams):
+    SMALLEST_DIAMETER_PX: ClassVar[int] = 1  # dots are the point of this set
+    min_circles: int = 1
+    min_diameter: int = 4
+    max_diameter: int = 9  # below the smallest base square (10)
+
+
+@dataclass(frozen=True)
+class CirclesOnlyParams(CircleParams):
+    min_circles: int = 1
+
+
+@dataclass(frozen=True)
+class SquaresOnlyParams(SquareParams):
+    corner_low: int = 10
+    corner_high: int = 206
+    intensity: int = 255
+
+
+@dataclass(frozen=True)
+class PairsParams(CircleParams, SquareParams):
+    line_width: int = 2  # outline band and loose sides
+    gap: int = 3  # corner gap of the loose sides
+
+
+# -------------------------------------------------------------------------------------- geometry
+def _scaled_range(name: str, lo: float, hi: float, scale: float, size: int, floor: int = 1):
+    lo_px, hi_px = max(floor, math.ceil(lo * scale - 1e-9)), math.floor(hi * scale + 1e-9)
+    if lo_px > hi_px:
+        raise ProbeError(
+            f"size {size} is too small for the geometry: {name} {lo}-{hi} (at 256 px) scales to an "
+            f"empty range of pixels; use a larger --size or other --param values")
+    return lo_px, hi_px
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Pixel ranges of one set at one image size (inclusive ranges unless said)."""
+
+    size: int
+    corner: tuple[int, int] = (0, 0)  # [low, high) for top-left corners
+    diameter: tuple[int, int] = (0, 0)
+    side: tuple[int, int] = (0, 0)
+    length: tuple[int, int] = (0, 0)
+    line_width: int = 1
+    gap: int = 1
+
+    def place(self, rng: np.random.Generator, extent: int) -> tuple[int, int]:
+        """Top-left corner (x, y) of an ``extent``-pixel box, inside the corner range and image."""
+        lo, hi = self.corner[0], min(self.corner[1], self.size - extent + 1)
+        if hi <= lo:
+            lo, hi = 0, self.size - extent + 1
+        x, y = rng.integers(lo, hi, size=2)
+        return int(x), int(y)
+
+
+def _make_geometry(params, size: int) -> Geometry:
+    scale = size / REFERENCE_SIZE
+    values = {"size": size}
+    if hasattr(params, "corner_low"):
+        values["corner"] = (round(params.corner_low * scale), round(params.corner_high * scale))
+        if values["corner"][0] >= values["corner"][1]:
+            raise ProbeError("corner_low must be below corner_high; fix the --param values")
+    if hasattr(params, "min_diameter"):
+        values["diameter"] = _scaled_range("diameter", params.min_diameter, params.max_diameter,
+                                           scale, size, params.SMALLEST_DIAMETER_PX)
+    if hasattr(params, "min_side"):
+        values["side"] = _scaled_range("side", params.min_side, params.max_side, scale, size,
+                                       MIN_SHAPE_PX)
+    if hasattr(params, "min_length"):
+        values["length"] = _scaled_range("length", params.min_length, params.max_length, scale,
+                                         size, 2)
+    if hasattr(params, "line_width"):
+        values["line_width"] = max(1, round(params.line_width * scale))
+    if hasattr(params, "gap"):
+        values["gap"] = max(1, round(params.gap * scale))
+    return Geometry(**values)
+
+
+# ------------------------------------------------------------------------------------- drawing
+def _circles(rng: np.random.Generator, p: CircleParams, g: Geometry) -> list[Shape]:
+    count = int(rng.integers(p.min_circles, p.max_circles + 1))
+    shapes = []
+    for _ in range(count):
+        diameter = int(rng.integers(g.diameter[0], g.diameter[1] + 1))
+        x, y = g.place(rng, diameter)
+        shapes.append(circle_at(x, y, diameter, intensity=p.intensity))
+    return shapes
+
+
+def _square(rng: np.random.Generator, side_range: tuple[int, int], g: Geometry,
+            intensity: int) -> Shape:
+    side = int(rng.integers(side_range[0], side_range[1] + 1))
+    x, y = g.place(rng, side)
+    return square_at(x, y, side, intensity=intensity)
+
+
+def _line(rng: np.random.Generator, p: LineParams, g: Geometry, intensity: int) -> Shape:
+    length = int(rng.integers(g.length[0], g.length[1] + 1))
+    if rng.random() < p.oblique_rate:
+        angle = float(rng.uniform(10.0, 80.0) + 90.0 * rng.integers(0, 2))
+    else:
+        angle = 90.0 * float(rng.integers(0, 2))
+    if angle in (0.0, 90.0):
+        width, height = (length, g.line_width) if angle == 0.0 else (g.line_width, length)
+    else:
+        cos, sin = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+        width = math.ceil(length * cos + g.line_width * sin)
+        height = math.ceil(length * sin + g.line_width * cos)
+    x, y = g.place(rng, max(width, height))
+    return Shape("line", x + (width - 1) / 2, y + (height - 1) / 2, length, True,
+                 g.line_width, angle, intensity)
+
+
+# ------------------------------------------------------------------------------------ generators
+def _base(rng, p: BaseParams, g: Geometry) -> list[list[Shape]]:
+    shapes = _circles(rng, p, g)
+    if rng.random() < p.positive_rate:
+        shapes.append(_square(rng, g.side, g, p.intensity))
+    return [shapes]
+
+
+def _lines_only(rng, p: LinesOnlyParams, g: Geometry) -> list[list[Shape]]:
+    shapes = _circles(rng, p, g)
+    count = int(rng.integers(p.min_lines, p.max_lines + 1))
+    return [shapes + [_line(rng, p, g, p.intensity) for _ in range(count)]]
+
+
+def _large_squares(rng, p: LargeSquaresParams, g: Geometry) -> list[list[Shape]]:
+    shapes = _circles(rng, p, g)
+    largest = max((int(s.size) for s in shapes), default=0)
+    low = max(g.side[0], largest + 1)
+    return [shapes + [_square(rng, (low, g.side[1]), g, p.intensity)]]
+
+
+def _circles_only(rng, p: CircleParams, g: Geometry) -> list[list[Shape]]:
+    return [_circles(rng, p, g)]
+
+
+def _squares_only(rng, p: SquaresOnlyParams, g: Geometry) -> list[list[Shape]]:
+    return [[_square(rng, g.side, g, p.intensity)]]
+
+
+PAIR_VARIANTS = ("original", "removed", "circle", "outline", "sides", "half", "double", "moved")
+
+
+def _loose_sides(square: Shape, width: int, gap: int) -> list[Shape]:
+    """The square's four sides as separate bars, ``gap`` pixels short of each corner."""
+    side = int(square.size)
+    x0, y0 = square.cx - (side - 1) / 2, square.cy - (side - 1) / 2
+    length, near, far = side - 2 * gap, (width - 1) / 2, side - 1 - (width - 1) / 2
+    bar = dict(thickness=width, intensity=square.intensity)
+    return [Shape("line", square.cx, y0 + near, length, angle=0.0, **bar),
+            Shape("line", square.cx, y0 + far, length, angle=0.0, **bar),
+            Shape("line", x0 + near, square.cy, length, angle=90.0, **bar),
+            Shape("line", x0 + far, square.cy, length, angle=90.0, **bar)]
+
+
+def _resized(square: Shape, side: int, size: int) -> Shape:
+    """Square of ``side`` at (nearly) the same centre, shifted only as far as the image needs."""
+    x0 = min(max(round(square.cx - (side - 1) / 2), 0), size - side)
+    y0 = min(max(round(square.cy - (side - 1) / 2), 0), size - side)
+    return square_at(x0, y0, side, intensity=square.intensity)
+
+
+def _moved(rng, square: Shape, g: Geometry) -> Shape:
+    """The same square at a new place that does not overlap the old one (best of 64 draws)."""
+    side = int(square.size)
+    best, best_distance = square, -1.0
+    for _ in range(64):
+        x, y = g.place(rng, side)
+        candidate = square_at(x, y, side, intensity=square.intensity)
+        distance = max(abs(candidate.cx - square.cx), abs(candidate.cy - square.cy))
+        if distance >= side:
+            return candidate
+        if distance > best_distance:
+            best, best_distance = candidate, distance
+    return best
+
+
+def _pairs(rng, p: PairsParams, g: Geometry) -> list[list[Shape]]:
+    circles = _circles(rng, p, g)
+    square = _square(rng, g.side, g, p.intensity)
+    side = int(square.size)
+    diameter = round(2 * side / math.sqrt(math.pi))  # equal area
+    equal_circle = Shape("circle", square.cx, square.cy, diameter, intensity=p.intensity)
+    outline = dataclasses.replace(square, filled=False, thickness=g.line_width)
+    half = _resized(square, max(2, round(side / 2)), g.size)
+    double = _resized(square, 2 * side, g.size)
+    moved = _moved(rng, square, g)
+    return [circles + [square], list(circles), circles + [equal_circle], circles + [outline],
+            circles + _loose_sides(square, g.line_width, g.gap), circles + [half],
+            circles + [double], circles + [moved]]
+
+
+# -------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ProbeSetSpec:
+    """A registered probe set: how one unit is drawn and what it tests."""
+
+    name: str
+    description: str
+    params_type: type
+    draw_unit: Callable[[np.random.Generator, object, Geometry], list[list[Shape]]]
+    variants: tuple[str, ...] = ()
+    check: Callable[[object, Geometry], None] | None = None
+
+    @property
+    def images_per_unit(self) -> int:
+        return max(1, len(self.variants))
+
+    def parse_params(self, overrides: dict[str, object] | None = None):
+        """Defaults updated by ``overrides`` (strings are converted to the field's type)."""
+        known = {f.name: f for f in fields(self.params_type)}
+        values = {}
+        for key, raw in (overrides or {}).items():
+            if key not in known:
+                raise ProbeError(f"unknown parameter {key!r} for set {self.name!r}; "
+                                 f"valid: {', '.join(sorted(known))}")
+            kind = type(known[key].default)
+            try:
+                values[key] = _parse_value(str(raw), kind)
+            except ValueError:
+                raise ProbeError(f"parameter {key}={raw!r} is not a valid "
+                                 f"{kind.__name__}") from None
+        params = self.params_type(**values)
+        for f in fields(params):
+            value = getattr(params, f.name)
+            if f.name.endswith("_rate") and not 0.0 <= value <= 1.0:
+                raise ProbeError(f"parameter {f.name}={value} must be between 0 and 1")
+            if isinstance(value, int) and value < 0:
+                raise ProbeError(f"parameter {f.name}={value} must not be negative")
+        for low, high in (("min_circles", "max_circles"), ("min_lines", "max_lines")):
+            if hasattr(params, low) and getattr(params, low) > getattr(params, high):
+                raise ProbeError(f"parameter {low} must not exceed {high}")
+        if hasattr(params, "intensity") and not 1 <= params.intensity <= 255:
+            raise ProbeError(f"parameter intensity={params.intensity} must be in 1-255")
+        return params
+
+    def geometry(self, size: int, params=None) -> Geometry:
+        """Pixel ranges at ``size``; raises :class:`ProbeError` when they cannot be drawn."""
+        if size < 16:
+            raise ProbeError(f"size {size} is too small; use --size 16 or more (256 is the original)")
+        params = params if params is not None else self.params_type()
+        geometry = _make_geometry(params, size)
+        if self.check is not None:
+            self.check(params, geometry)
+        return geometry
+
+
+def _parse_value(raw: str, kind: type):
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(raw)
+    return kind(raw)
+
+
+def _check_large_squares(p: LargeSquaresParams, g: Geometry) -> None:
+    if g.side[0] <= g.diameter[1]:
+        raise ProbeError(f"large_squares needs min_side > max_diameter so the square is larger "
+                         f"than every circle (got {g.side[0]} px <= {g.diameter[1]} px)")
+    if g.side[1] > g.size:
+        raise ProbeError(f"max_side {g.side[1]} px does not fit a {g.size}-px image")
+
+
+def _check_small_circles(p: SmallCirclesParams, g: Geometry) -> None:
+    smallest_square = SETS["base"].geometry(g.size).side[0]
+    if g.diameter[1] >= smallest_square:
+        raise ProbeError(f"small_circles needs circles smaller than the smallest base square "
+                         f"({smallest_square} px at size {g.size}); lower max_diameter")
+
+
+def _check_pairs(p: PairsParams, g: Geometry) -> None:
+    if g.side[0] - 2 * g.gap < 2:
+        raise ProbeError(f"pairs: the loose sides of a {g.side[0]}-px square with gap {g.gap} px "
+                         f"would vanish; raise min_side or lower gap")
+    if 2 * g.side[1] > g.size:
+        raise ProbeError(f"pairs: the doubled square ({2 * g.side[1]} px) does not fit a "
+                         f"{g.size}-px image; lower max_side or raise --size")
+
+
+SETS: dict[str, ProbeSetSpec] = {spec.name: spec for spec in (
+    ProbeSetSpec("base", "the original study's set: 0-9 filled circles, a filled square in half "
+                 "the images (label 1)", BaseParams, _base),
+    ProbeSetSpec("lines_only", "base-like circles plus 1-4 straight segments, never a square "
+                 "(label 0): is a line alone enough?", LinesOnlyParams, _lines_only),
+    ProbeSetSpec("large_squares", "a square larger than every circle, up to 2x the base maximum "
+                 "(label 1): do only small squares count?", LargeSquaresParams, _large_squares,
+                 check=_check_large_squares),
+    ProbeSetSpec("small_circles", "only circles smaller than the smallest base square (label 0): "
+                 "do small things count as squares?", SmallCirclesParams, _circles_only,
+                 check=_check_small_circles),
+    ProbeSetSpec("circles_only", "control: 1-9 base circles, no square (label 0)",
+                 CirclesOnlyParams, _circles_only),
+    ProbeSetSpec("squares_only", "control: one base square, no circles (label 1)",
+                 SquaresOnlyParams, _squares_only),
+    ProbeSetSpec("pairs", "8 edits of one base positive scene, linked by base_index: original, "
+                 "removed, equal-area circle, outline, loose sides, x0.5, x2, moved",
+                 PairsParams, _pairs, variants=PAIR_VARIANTS, check=_check_pairs),
+)}
+
+
+def get_set(name: str) -> ProbeSetSpec:
+    """The registered set ``name``; :class:`ProbeError` listing the valid names otherwise."""
+    try:
+        return SETS[name]
+    except KeyError:
+        raise ProbeError(f"unknown probe set {name!r}; valid: {', '.join(SETS)} "
+                         f"(see densevis generate --list)") from None
