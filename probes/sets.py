@@ -101,7 +101,7 @@ class SquaresOnlyParams(SquareParams):
 @dataclass(frozen=True)
 class PairsParams(CircleParams, SquareParams):
     line_width: int = 2  # outline band and loose sides
-    gap: int = 3  # corner gap of the loose sides
+    gap_fraction: float = 0.15  # corner gap of the loose sides, as a fraction of the side
 
 
 # -------------------------------------------------------------------------------------- geometry
@@ -124,7 +124,6 @@ class Geometry:
     side: tuple[int, int] = (0, 0)
     length: tuple[int, int] = (0, 0)
     line_width: int = 1
-    gap: int = 1
 
     def place(self, rng: np.random.Generator, extent: int) -> tuple[int, int]:
         """Top-left corner (x, y) of an ``extent``-pixel box, inside the corner range and image."""
@@ -153,8 +152,6 @@ def _make_geometry(params, size: int) -> Geometry:
                                          size, 2)
     if hasattr(params, "line_width"):
         values["line_width"] = max(1, round(params.line_width * scale))
-    if hasattr(params, "gap"):
-        values["gap"] = max(1, round(params.gap * scale))
     return Geometry(**values)
 
 
@@ -225,9 +222,10 @@ def _squares_only(rng, p: SquaresOnlyParams, g: Geometry) -> list[list[Shape]]:
 PAIR_VARIANTS = ("original", "removed", "circle", "outline", "sides", "half", "double", "moved")
 
 
-def _loose_sides(square: Shape, width: int, gap: int) -> list[Shape]:
-    """The square's four sides as separate bars, ``gap`` pixels short of each corner."""
+def _loose_sides(square: Shape, width: int, gap_fraction: float) -> list[Shape]:
+    """The square's four sides as separate bars, a gap short of each corner."""
     side = int(square.size)
+    gap = max(1, round(gap_fraction * side))
     x0, y0 = square.cx - (side - 1) / 2, square.cy - (side - 1) / 2
     length, near, far = side - 2 * gap, (width - 1) / 2, side - 1 - (width - 1) / 2
     bar = dict(thickness=width, intensity=square.intensity)
@@ -270,7 +268,7 @@ def _pairs(rng, p: PairsParams, g: Geometry) -> list[list[Shape]]:
     double = _resized(square, 2 * side, g.size)
     moved = _moved(rng, square, g)
     return [circles + [square], list(circles), circles + [equal_circle], circles + [outline],
-            circles + _loose_sides(square, g.line_width, g.gap), circles + [half],
+            circles + _loose_sides(square, g.line_width, p.gap_fraction), circles + [half],
             circles + [double], circles + [moved]]
 
 
@@ -355,9 +353,9 @@ def _check_small_circles(p: SmallCirclesParams, g: Geometry) -> None:
 
 
 def _check_pairs(p: PairsParams, g: Geometry) -> None:
-    if g.side[0] - 2 * g.gap < 2:
-        raise ProbeError(f"pairs: the loose sides of a {g.side[0]}-px square with gap {g.gap} px "
-                         f"would vanish; raise min_side or lower gap")
+    if not 0.0 < p.gap_fraction <= 0.25:
+        raise ProbeError(f"pairs: gap_fraction={p.gap_fraction} must be in (0, 0.25] so the loose "
+                         f"sides keep a length")
     if 2 * g.side[1] > g.size:
         raise ProbeError(f"pairs: the doubled square ({2 * g.side[1]} px) does not fit a "
                          f"{g.size}-px image; lower max_side or raise --size")

@@ -16,7 +16,7 @@ torch.set_num_threads(2)  # CI has 2 cores; more threads only add contention
 def probe_dir(tmp_path_factory):
     """A folder of small probe files: ``<set>.h5`` for every registered set, size 64."""
     folder = tmp_path_factory.mktemp("probes")
-    counts = {"base": 64, "lines_only": 16, "large_squares": 16, "small_circles": 16,
+    counts = {"base": 96, "lines_only": 16, "large_squares": 16, "small_circles": 16,
               "circles_only": 16, "squares_only": 16, "pairs": 4}
     for seed, (name, n) in enumerate(counts.items()):
         write_probe_set(folder / f"{name}.h5", name, n=n, seed=seed, size=TINY_SIZE, workers=1)
