@@ -9,7 +9,8 @@ from probes import write_probe_set
 
 TINY_SIZE = 64
 
-torch.set_num_threads(2)  # CI has 2 cores; more threads only add contention
+# One thread: tiny convolutions gain nothing from a second and lose much when cores are busy.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

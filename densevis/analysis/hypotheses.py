@@ -1,0 +1,274 @@
+"""The study's hypotheses as tests on the tidy metrics table (and the sanity-check similarities).
+
+Each function returns hypothesis rows (one per statistic, method and layer; uncorrected: ``adjust``
+them across the family you declare, see :func:`run_all`). Margins are the smallest effects that
+matter (:data:`MARGINS`); the verdict rule is :data:`densevis.analysis.stats.VERDICT_RULE`.
+
+``localizes_square`` (per method and layer; on the base set's images with a square, or on
+    ``squares_only`` / ``large_squares`` when the base set is not scored)
+    ``mass_minus_area > 0``, ``density_ratio > 1``, and ``mass_minus_area`` above each null
+    baseline's on the same images (paired).
+``edge_detector``
+    maps: ``line_mass > circle_mass`` on ``lines_only`` (paired per image) and
+    ``edge_interior_ratio > 1`` on the square set; behaviour (method ``model``): the logit margin
+    is higher on ``lines_only`` than on square-free controls, and on ``pairs`` the loose ``sides``
+    and the ``outline`` keep more of the square's evidence than removing it does.
+``small_object_detector``
+    maps: ``smallest_object_mass > square_mass`` on the square set and ``circle_mass >
+    square_mass`` on ``large_squares`` (there the circles are the small things); behaviour:
+    small circles raise the margin over square-free controls, large squares lower it below base
+    squares, doubling a square lowers it and halving keeps more than doubling.
+``passes_randomization`` (per method and layer)
+    at full cascading randomization (and for the shuffled-label model) the maps' similarity to
+    the original's is below a threshold: a method that fails does not explain the model.
+
+Examples
+--------
+>>> import pandas as pd, numpy as np
+>>> rng = np.random.default_rng(0)
+>>> metrics = pd.DataFrame({"set": "base", "image": np.arange(30), "method": "vanilla",
+...                         "layer": "", "reduction": "abs", "metric": "mass_minus_area",
+...                         "value": rng.normal(0.3, 0.1, 30), "note": ""})
+>>> rows = localizes_square(metrics)
+>>> rows[["statistic", "verdict"]].values.tolist()
+[['mass_minus_area > 0', 'supported']]
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from densevis.analysis.baselines import BASELINES
+from densevis.analysis.stats import adjust, combine_verdicts, test_hypothesis
+
+#: Smallest meaningful effects, in each statistic's units.
+MARGINS = {
+    "mass_minus_area": 0.05,     # share of the map's mass beyond the area share
+    "ratio": 0.25,               # density_ratio, edge_interior_ratio above 1
+    "area_mass": 0.25,           # difference of area-corrected masses (1 = image mean)
+    "logit": 1.0,                # logit-margin difference
+    "similarity": 0.1,           # rank correlation / SSIM / HOG similarity
+}
+MODEL = "model"  # the method name of behaviour rows (from logits)
+#: Sets whose squares the map-based statistics use, in order of preference (``square_set=None``).
+SQUARE_SETS = ("base", "squares_only", "large_squares")
+COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high", "p_value",
+           "p_adjusted", "verdict", "n", "rank_biserial", "test", "direction", "null", "margin",
+           "alpha", "paired", "family", "sets", "rule", "note"]
+
+
+def _series(metrics: pd.DataFrame, set_name: str, metric: str, method: str = MODEL,
+            layer: str = "") -> pd.Series:
+    rows = metrics[(metrics["set"] == set_name) & (metrics["metric"] == metric)
+                   & (metrics["method"] == method) & (metrics["layer"] == layer)]
+    return rows.groupby("image")["value"].first()
+
+
+def _explained(metrics: pd.DataFrame, set_name: str, metric: str) -> list[tuple[str, str]]:
+    """(method, layer) of the saliency maps scored on ``metric`` in ``set_name``."""
+    rows = metrics[(metrics["set"] == set_name) & (metrics["metric"] == metric)
+                   & ~metrics["method"].isin((MODEL,) + BASELINES)]
+    return sorted(set(zip(rows["method"], rows["layer"])))
+
+
+def _row(hypothesis, method, layer, statistic, sets, result) -> dict:
+    return {"hypothesis": hypothesis, "method": method, "layer": layer, "statistic": statistic,
+            "family": hypothesis, "sets": sets, **result}
+
+
+class _Tester:
+    """Collects rows of one hypothesis with shared test options."""
+
+    def __init__(self, hypothesis: str, alpha: float, test: str, seed: int):
+        self.hypothesis, self.rows = hypothesis, []
+        self.options = dict(alpha=alpha, test=test, seed=seed)
+
+    def one(self, method, layer, statistic, sets, values, **kw) -> None:
+        if len(values):
+            self.rows.append(_row(self.hypothesis, method, layer, statistic, sets,
+                                  test_hypothesis(values.to_numpy(), **kw, **self.options)))
+
+    def paired(self, method, layer, statistic, sets, a: pd.Series, b: pd.Series, **kw) -> None:
+        a, b = a.align(b, join="inner")
+        if len(a):
+            self.rows.append(_row(self.hypothesis, method, layer, statistic, sets,
+                                  test_hypothesis(a.to_numpy(), b.to_numpy(), paired=True, **kw,
+                                                  **self.options)))
+
+    def unpaired(self, statistic, sets, a: pd.Series, b: pd.Series, **kw) -> None:
+        if len(a) and len(b):
+            self.rows.append(_row(self.hypothesis, MODEL, "", statistic, sets,
+                                  test_hypothesis(a.to_numpy(), b.to_numpy(), paired=False, **kw,
+                                                  **self.options)))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+
+def _by_label(metrics: pd.DataFrame, set_name: str, label: int) -> pd.Series:
+    """Logit margins of the images of ``set_name`` whose label is ``label``."""
+    margins, labels = (_series(metrics, set_name, m) for m in ("logit_margin", "label"))
+    return margins[labels.reindex(margins.index) == label]
+
+
+def _square_set(metrics: pd.DataFrame, square_set: str | None, metric: str) -> str:
+    """``square_set``, or the first of :data:`SQUARE_SETS` scored on ``metric``."""
+    if square_set is not None:
+        return square_set
+    scored = set(metrics.loc[metrics["metric"] == metric, "set"])
+    return next((name for name in SQUARE_SETS if name in scored), SQUARE_SETS[0])
+
+
+def _control(metrics: pd.DataFrame, preferred: str, fallback: str, label: int):
+    """Margins of set ``preferred`` if scored, else of ``fallback``'s images labelled ``label``."""
+    margins = _series(metrics, preferred, "logit_margin")
+    if len(margins):
+        return margins, preferred
+    return _by_label(metrics, fallback, label), f"{fallback} (label {label})"
+
+
+def localizes_square(metrics: pd.DataFrame, square_set: str | None = None, baselines=BASELINES,
+                     margins: dict | None = None, alpha: float = 0.05, test: str = "wilcoxon",
+                     seed: int = 0) -> pd.DataFrame:
+    """Rows of ``localizes_square`` for every explained (method, layer) of ``square_set``
+    (default: the first of :data:`SQUARE_SETS` in the table)."""
+    margins = {**MARGINS, **(margins or {})}
+    set_name = _square_set(metrics, square_set, "mass_minus_area")
+    tester = _Tester("localizes_square", alpha, test, seed)
+    for method, layer in _explained(metrics, set_name, "mass_minus_area"):
+        mass = _series(metrics, set_name, "mass_minus_area", method, layer)
+        tester.one(method, layer, "mass_minus_area > 0", set_name, mass,
+                   margin=margins["mass_minus_area"])
+        ratio = _series(metrics, set_name, "density_ratio", method, layer)
+        tester.one(method, layer, "density_ratio > 1", set_name, ratio, null=1.0,
+                   margin=margins["ratio"])
+        for baseline in baselines:
+            reference = _series(metrics, set_name, "mass_minus_area", baseline)
+            tester.paired(method, layer, f"mass_minus_area > {baseline}", set_name, mass,
+                          reference, margin=margins["mass_minus_area"])
+    return tester.frame()
+
+
+def edge_detector(metrics: pd.DataFrame, square_set: str | None = None,
+                  margins: dict | None = None, alpha: float = 0.05, test: str = "wilcoxon",
+                  seed: int = 0) -> pd.DataFrame:
+    """Rows of ``edge_detector``: line vs circle mass, edge vs interior, lines in logits."""
+    margins = {**MARGINS, **(margins or {})}
+    square_set = _square_set(metrics, square_set, "edge_interior_ratio")
+    tester = _Tester("edge_detector", alpha, test, seed)
+    for method, layer in _explained(metrics, "lines_only", "line_mass"):
+        tester.paired(method, layer, "line_mass > circle_mass", "lines_only",
+                      _series(metrics, "lines_only", "line_mass", method, layer),
+                      _series(metrics, "lines_only", "circle_mass", method, layer),
+                      margin=margins["area_mass"])
+    for method, layer in _explained(metrics, square_set, "edge_interior_ratio"):
+        tester.one(method, layer, "edge_interior_ratio > 1", square_set,
+                   _series(metrics, square_set, "edge_interior_ratio", method, layer), null=1.0,
+                   margin=margins["ratio"])
+    lines = _series(metrics, "lines_only", "logit_margin")
+    control, control_set = _control(metrics, "circles_only", "base", 0)
+    tester.unpaired("logit_margin: lines_only > square-free control", f"lines_only, {control_set}",
+                    lines, control, margin=margins["logit"])
+    removed = _series(metrics, "pairs", "logit_delta_removed")
+    for variant in ("sides", "outline"):
+        tester.paired(MODEL, "", f"logit_delta_{variant} > logit_delta_removed", "pairs",
+                      _series(metrics, "pairs", f"logit_delta_{variant}"), removed,
+                      margin=margins["logit"])
+    return tester.frame()
+
+
+def small_object_detector(metrics: pd.DataFrame, square_set: str | None = None,
+                          margins: dict | None = None, alpha: float = 0.05,
+                          test: str = "wilcoxon", seed: int = 0) -> pd.DataFrame:
+    """Rows of ``small_object_detector``: smallest object vs square, sizes in logits."""
+    margins = {**MARGINS, **(margins or {})}
+    square_set = _square_set(metrics, square_set, "smallest_object_mass")
+    tester = _Tester("small_object_detector", alpha, test, seed)
+    for method, layer in _explained(metrics, square_set, "smallest_object_mass"):
+        tester.paired(method, layer, "smallest_object_mass > square_mass", square_set,
+                      _series(metrics, square_set, "smallest_object_mass", method, layer),
+                      _series(metrics, square_set, "square_mass", method, layer),
+                      margin=margins["area_mass"])
+    for method, layer in _explained(metrics, "large_squares", "circle_mass"):
+        tester.paired(method, layer, "circle_mass > square_mass", "large_squares",
+                      _series(metrics, "large_squares", "circle_mass", method, layer),
+                      _series(metrics, "large_squares", "square_mass", method, layer),
+                      margin=margins["area_mass"])
+    small = _series(metrics, "small_circles", "logit_margin")
+    control, control_set = _control(metrics, "circles_only", "base", 0)
+    tester.unpaired("logit_margin: small_circles > square-free control",
+                    f"small_circles, {control_set}", small, control, margin=margins["logit"])
+    large = _series(metrics, "large_squares", "logit_margin")
+    squares, squares_set = _by_label(metrics, "base", 1), "base (label 1)"
+    if not len(squares):
+        squares, squares_set = _series(metrics, "squares_only", "logit_margin"), "squares_only"
+    tester.unpaired("logit_margin: large_squares < base-size squares",
+                    f"large_squares, {squares_set}", large, squares, direction="less",
+                    margin=margins["logit"])
+    double = _series(metrics, "pairs", "logit_delta_double")
+    tester.one(MODEL, "", "logit_delta_double < 0", "pairs", double, direction="less",
+               margin=margins["logit"])
+    tester.paired(MODEL, "", "logit_delta_half > logit_delta_double", "pairs",
+                  _series(metrics, "pairs", "logit_delta_half"), double, margin=margins["logit"])
+    return tester.frame()
+
+
+def passes_randomization(similarity: pd.DataFrame, metric: str = "spearman_abs",
+                         threshold: float = 0.5, margins: dict | None = None,
+                         alpha: float = 0.05, test: str = "wilcoxon",
+                         seed: int = 0) -> pd.DataFrame:
+    """Rows of ``passes_randomization`` from a :mod:`densevis.analysis.sanity` similarity table.
+
+    Per method and layer: at the last cascading step (every layer group re-initialized) and for
+    the shuffled-label model (``test == "data"``), ``metric`` is below ``threshold``. Supported =
+    the method passes; rejected = its maps stay similar (it is flagged).
+    """
+    margins = {**MARGINS, **(margins or {})}
+    tester = _Tester("passes_randomization", alpha, test, seed)
+    rows = similarity[similarity["metric"] == metric]
+    for kind, label in (("cascading", "cascading, all layers"), ("data", "shuffled labels")):
+        part = rows[rows["test"] == kind]
+        if part.empty:
+            continue
+        part = part[part["step_index"] == part["step_index"].max()]
+        for (method, layer), group in part.groupby(["method", "layer"], sort=True):
+            tester.one(method, layer, f"{label}: {metric} < {threshold:g}", kind,
+                       group["value"], null=threshold, direction="less",
+                       margin=margins["similarity"])
+    return tester.frame()
+
+
+def overall(table: pd.DataFrame) -> pd.DataFrame:
+    """One ``overall`` row per (hypothesis, method, layer): the intersection-union verdict.
+
+    Supported iff every statistic is supported, rejected iff any is rejected; its p-values are
+    the largest of its parts (the intersection-union test's p-value).
+    """
+    rows = []
+    for (hypothesis, method, layer), group in table.groupby(["hypothesis", "method", "layer"],
+                                                            sort=False):
+        rows.append({"hypothesis": hypothesis, "method": method, "layer": layer,
+                     "statistic": "overall", "p_value": group["p_value"].max(),
+                     "p_adjusted": group["p_adjusted"].max(),
+                     "verdict": combine_verdicts(group["verdict"]),
+                     "family": group["family"].iloc[0], "test": "intersection-union",
+                     "rule": "supported iff every statistic is; rejected iff any is",
+                     "sets": ", ".join(sorted(set(group["sets"])))})
+    return pd.DataFrame(rows, columns=table.columns)
+
+
+def run_all(metrics: pd.DataFrame, similarity: pd.DataFrame | None = None,
+            correction: str = "holm", alpha: float = 0.05, test: str = "wilcoxon",
+            seed: int = 0, margins: dict | None = None) -> pd.DataFrame:
+    """Every hypothesis the tables support, corrected per hypothesis (one family each), with an
+    ``overall`` row per hypothesis, method and layer."""
+    options = dict(alpha=alpha, test=test, seed=seed, margins=margins)
+    parts = [localizes_square(metrics, **options), edge_detector(metrics, **options),
+             small_object_detector(metrics, **options)]
+    if similarity is not None:
+        parts.append(passes_randomization(similarity, **options))
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS + ["correction"])
+    table = adjust(pd.concat(parts, ignore_index=True), family="family", method=correction)
+    return pd.concat([table, overall(table)], ignore_index=True)

@@ -1,0 +1,214 @@
+"""From maps files and probe files to the tidy tables: per-map metrics, summary and hypotheses.
+
+``metrics``
+    ``set, image, method, layer, reduction, metric, value, note``: one row per image, map (method
+    and layer; ``layer`` empty for pixel methods) and metric. The null baselines are methods
+    ``random``, ``sobel`` and ``center``; behaviour rows have method ``model`` (``logit_margin``,
+    ``predicted_positive``, ``label``, and on ``pairs`` ``logit_delta_<variant>`` per scene).
+    ``note`` says why a value is NaN (or infinite).
+``summary``
+    Per ``set, method, layer, reduction, metric``: ``n`` rows, ``n_finite``, ``mean``, ``sd``,
+    ``median`` and a 95% Student-t CI of the mean, over the finite values.
+``hypotheses``
+    :func:`densevis.analysis.hypotheses.run_all`.
+
+Examples
+--------
+>>> import pandas as pd
+>>> metrics = pd.DataFrame({"set": "base", "image": [0, 1, 2], "method": "vanilla", "layer": "",
+...                         "reduction": "abs", "metric": "auroc", "value": [0.5, 0.75, 1.0],
+...                         "note": ""})
+>>> summarize(metrics)[["metric", "n", "mean", "median"]].values.tolist()
+[['auroc', 3, 0.75, 0.75]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from densevis.analysis.baselines import BASELINES, baseline_maps
+from densevis.analysis.cues import (behaviour_scores, edge_scores, edge_width, mass_scores,
+                                    pair_deltas)
+from densevis.analysis.hypotheses import MODEL, run_all
+from densevis.analysis.localization import localization_scores
+from densevis.analysis.reduce import reduce_maps, reduction_for
+from densevis.analysis.regions import RegionReader, read_rows
+from densevis.analysis.scores import Scores
+from densevis.errors import DensevisError
+from densevis.maps import MapsFile
+from probes import ProbeSet, file_sha256
+from probes.atomic import atomic_output, check_output_path
+
+METRIC_COLUMNS = ["set", "image", "method", "layer", "reduction", "metric", "value", "note"]
+TABLES = ("metrics", "summary", "hypotheses")
+
+
+def match_files(maps_paths, data_paths) -> list[tuple[MapsFile, ProbeSet]]:
+    """Pair each maps file with the probe file it was computed from (by the recorded SHA-256).
+
+    Raises
+    ------
+    DensevisError
+        A maps file records no probe hash, no ``--data`` file has it, or the pair disagrees on
+        the set, the image size or the number of images.
+    """
+    probes = {}
+    for path in data_paths:
+        ProbeSet(path)  # validates the format with a clear message
+        probes.setdefault(file_sha256(path), Path(path))
+    pairs = []
+    for path in maps_paths:
+        maps = MapsFile(path)
+        recorded = maps.attrs.get("probe_sha256")
+        if not isinstance(recorded, str):
+            raise DensevisError(f"maps file {path} records no single probe file (attribute "
+                                f"probe_sha256); recreate it with 'densevis explain'")
+        if recorded not in probes:
+            given = ", ".join(str(p) for p in probes.values()) or "none"
+            raise DensevisError(
+                f"maps file {path} was computed from probe file {maps.attrs.get('probe', '?')} "
+                f"(set {maps.attrs.get('probe_set', '?')}, sha256 {recorded[:12]}...), which "
+                f"matches none of the --data files ({given}); pass that probe file")
+        probe = ProbeSet(probes[recorded])
+        _check_pair(path, maps, probe)
+        pairs.append((maps, probe))
+    return pairs
+
+
+def _check_pair(path, maps: MapsFile, probe: ProbeSet) -> None:
+    recorded_set = maps.attrs.get("probe_set")
+    if recorded_set is not None and recorded_set != probe.name:
+        raise DensevisError(f"maps file {path} says set {recorded_set!r} but {probe.path} holds "
+                            f"set {probe.name!r}; the files do not belong together")
+    if not maps.keys:
+        raise DensevisError(f"maps file {path} holds no maps; run 'densevis explain' again")
+    size = maps.read(*maps.keys[0], index=slice(0, 1)).shape[-1]
+    if size != probe.size:
+        raise DensevisError(f"maps in {path} are {size}x{size} px but {probe.path} holds "
+                            f"{probe.size}x{probe.size} px images; use the matching files")
+    index = maps.index
+    if len(index) > len(probe) or (len(index) and (index.min() < 0 or index.max() >= len(probe))):
+        raise DensevisError(f"maps file {path} has {len(index)} rows indexing images "
+                            f"{index.min()}..{index.max()}, but {probe.path} holds "
+                            f"{len(probe)} images; the files do not match")
+
+
+def long_rows(scores: Scores, set_name: str, images, method: str, layer: str,
+              reduction: str) -> pd.DataFrame:
+    """Tidy rows (:data:`METRIC_COLUMNS`) of one map's (or the model's) scores."""
+    names = list(scores.values)
+    images = np.asarray(images)
+    count = len(images)
+    return pd.DataFrame({
+        "set": set_name, "image": np.tile(images, len(names)), "method": method, "layer": layer,
+        "reduction": reduction, "metric": np.repeat(np.array(names, dtype=object), count),
+        "value": np.concatenate([scores.values[m].cpu().numpy() for m in names]),
+        "note": np.concatenate([scores.notes[m] for m in names]),
+    }, columns=METRIC_COLUMNS)
+
+
+def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
+               baselines=BASELINES, batch_size: int = 128, device="cpu",
+               seed: int = 0) -> pd.DataFrame:
+    """The metrics table of one maps file against its probe file (see the module docstring)."""
+    device = torch.device(device)
+    reader = RegionReader(probe)
+    has_square = "square" in reader.kinds
+    mass_regions = list(reader.kinds) + (["smallest_object"] if set(reader.kinds) - {"square"}
+                                         else [])
+    wanted = mass_regions + (["square_filled"] if has_square else [])
+    width = edge_width(probe.size)
+    index = maps.index
+    keys = list(maps.keys) + [(name, None) for name in baselines]
+    frames = []
+    for start in range(0, len(index), batch_size):
+        rows = slice(start, start + batch_size)
+        images = index[rows]
+        regions = {name: torch.from_numpy(mask).to(device)
+                   for name, mask in reader.read(images, wanted).items()}
+        pixels = read_rows(probe.images, images) if baselines else None
+        for method, layer in keys:
+            if method in baselines and layer is None and (method, None) not in maps.keys:
+                raw = baseline_maps(method, pixels, images, probe.name, seed)
+            else:
+                raw = torch.from_numpy(maps.read(method, layer, rows))
+            rule = reduction_for(method, layer, reductions)
+            reduced = reduce_maps(raw.to(device), rule)
+            scores = Scores()
+            if has_square:
+                scores.update(localization_scores(reduced, regions["square"], region="square"))
+                scores.update(edge_scores(reduced, regions["square_filled"], width))
+            scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
+            frames.append(long_rows(scores, probe.name, images, method, layer or "", rule))
+    behaviour = behaviour_scores(torch.from_numpy(maps.logits))
+    behaviour.add("label", torch.from_numpy(read_rows(probe.labels, index).astype(np.float64)))
+    frames.append(long_rows(behaviour, probe.name, index, MODEL, "", ""))
+    if probe.has_variants:
+        variants = read_rows(probe.h5["variant"], index).astype(str)
+        deltas = pair_deltas(behaviour.values["logit_margin"].numpy(), index,
+                             read_rows(probe.base_index, index), variants)
+        frames.append(deltas.assign(set=probe.name, method=MODEL, layer="", reduction="")
+                      [METRIC_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(metrics: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per set, method, layer, reduction and metric: counts, mean, sd, median, t-CI of the mean."""
+    keys = ["set", "method", "layer", "reduction", "metric"]
+    finite = metrics.assign(value=metrics["value"].where(np.isfinite(metrics["value"])))
+    grouped = finite.groupby(keys, sort=True, dropna=False)["value"]
+    table = grouped.agg(n="size", n_finite="count", mean="mean", sd="std",
+                        median="median").reset_index()
+    half = stats.t.ppf(0.5 + level / 2, np.maximum(table["n_finite"] - 1, 1)) * \
+        table["sd"] / np.sqrt(table["n_finite"])
+    table["ci_low"], table["ci_high"] = table["mean"] - half, table["mean"] + half
+    return table
+
+
+def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BASELINES,
+            batch_size: int = 128, device="cpu", seed: int = 0, alpha: float = 0.05,
+            correction: str = "holm", test: str = "wilcoxon") -> dict[str, pd.DataFrame]:
+    """``{"metrics", "summary", "hypotheses"}`` tables of maps files against their probe files."""
+    if batch_size < 1:
+        raise DensevisError(f"--batch-size must be positive (got {batch_size})")
+    pairs = match_files(maps_paths, data_paths)
+    try:
+        frames = [score_file(maps, probe, reductions, baselines, batch_size, device, seed)
+                  for maps, probe in pairs]
+    finally:
+        for maps, probe in pairs:
+            maps.close()
+            probe.close()
+    metrics = pd.concat(frames, ignore_index=True)
+    return {"metrics": metrics, "summary": summarize(metrics),
+            "hypotheses": run_all(metrics, alpha=alpha, correction=correction, test=test,
+                                  seed=seed)}
+
+
+def check_outputs(folder, force: bool) -> list[Path]:
+    """The CSV paths in ``folder``, checked before any work (exists without force -> error)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DensevisError(f"--out {folder} is a file; give a folder")
+    paths = [folder / f"{name}.csv" for name in TABLES]
+    if folder.is_dir():
+        for path in paths:
+            check_output_path(path, force)
+    return paths
+
+
+def write_tables(folder, tables: dict[str, pd.DataFrame], force: bool = False) -> list[Path]:
+    """Write ``<name>.csv`` for each table; all appear together or none (temporary files)."""
+    paths = check_outputs(folder, force)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for path, name in zip(paths, TABLES):
+            tmp = stack.enter_context(atomic_output(path, force))
+            tables[name].to_csv(tmp, index=False)
+    return paths

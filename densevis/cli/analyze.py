@@ -1,0 +1,79 @@
+"""Score saliency maps against the probe sets' ground truth and test the study's hypotheses.
+
+Each --maps file is matched to the --data probe file it was computed from (by the SHA-256 the
+maps file records); files that do not match (hash, set, image size, number of images) are an
+error. Writes three tidy CSV tables into --out, all together or none:
+
+  metrics.csv     set, image, method, layer, reduction, metric, value, note (why a value is NaN)
+  summary.csv     per set, method, layer, reduction, metric: n, mean, sd, median, 95% CI
+  hypotheses.csv  hypothesis, method, layer, statistic, effect, ci_low, ci_high, p_value,
+                  p_adjusted, verdict, ... rule (the verdict rule with its numbers)
+
+Maps are reduced before scoring: 'abs' for signed methods, 'as_is' for non-negative ones (the
+CAMs); override with --reduction METHOD=RULE (rules: abs, as_is, positive, signed). The null
+baselines random, sobel and center are scored alongside.
+
+Verdicts (each hypothesis is one family for the Holm correction): supported = corrected
+one-sided p < alpha and the 95% bootstrap CI excludes 0 in the hypothesized direction; rejected =
+the CI excludes every meaningful effect (the margin) in that direction; inconclusive otherwise.
+An 'overall' row per hypothesis, method and layer is supported iff all its statistics are and
+rejected iff any is.
+
+examples:
+  densevis analyze --maps base-maps.h5 --data base.h5 --out reports/analysis
+  densevis analyze --maps base-maps.h5 --maps lines-maps.h5 --maps pairs-maps.h5 \\
+      --data base.h5 --data lines_only.h5 --data pairs.h5 --out reports/analysis --force
+  densevis analyze --maps m.h5 --data d.h5 --out out --reduction vanilla=positive
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score maps against ground truth and test the hypotheses (metrics/summary/hypotheses CSV)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--maps", action="append", required=True, metavar="MAPS.h5",
+                        help="maps file from 'densevis explain' (repeatable)")
+    parser.add_argument("--data", action="append", required=True, metavar="SET.h5",
+                        help="probe file the maps were computed from (repeatable)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--force", action="store_true", help="overwrite existing tables")
+    parser.add_argument("--reduction", action="append", default=[], metavar="METHOD=RULE",
+                        help="reduction of a method's maps (METHOD or METHOD/LAYER; repeatable)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the null baselines random, sobel, center")
+    parser.add_argument("--batch-size", type=int, default=128, help="maps per batch (default 128)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random baseline, bootstrap and permutations")
+    parser.add_argument("--alpha", type=float, default=0.05, help="level of the verdicts")
+    parser.add_argument("--correction", choices=("holm", "bh"), default="holm",
+                        help="multiple-testing correction per hypothesis family (default holm)")
+    parser.add_argument("--test", choices=("wilcoxon", "permutation"), default="wilcoxon",
+                        help="rank test or its seeded permutation version")
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevis.analysis.baselines import BASELINES
+    from densevis.analysis.reduce import parse_overrides
+    from densevis.analysis.tables import analyze, check_outputs, write_tables
+    from densevis.errors import DensevisError
+    from densevis.model import resolve_device
+
+    if not 0 < args.alpha < 1:
+        raise DensevisError(f"--alpha must be between 0 and 1 (got {args.alpha})")
+    reductions = parse_overrides(args.reduction)
+    device = resolve_device(args.device)
+    check_outputs(args.out, args.force)
+    tables = analyze(args.maps, args.data, reductions=reductions,
+                     baselines=() if args.no_baselines else BASELINES,
+                     batch_size=args.batch_size, device=device, seed=args.seed, alpha=args.alpha,
+                     correction=args.correction, test=args.test)
+    paths = write_tables(args.out, tables, force=args.force)
+    verdicts = tables["hypotheses"].query("statistic == 'overall'")["verdict"].value_counts()
+    counts = ", ".join(f"{count} {name}" for name, count in verdicts.items()) or "none testable"
+    print(f"wrote {', '.join(str(p) for p in paths)}: {len(tables['metrics'])} metric rows; "
+          f"overall verdicts: {counts}")
+    return 0
