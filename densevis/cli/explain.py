@@ -1,0 +1,172 @@
+"""Compute saliency maps of a trained model on a probe set into a maps file (and figures).
+
+One shared capture per batch (one forward, a plain and a guided backward) gives vanilla and
+guided gradients, input x gradient and the CAM family on every selected layer; integrated
+gradients, SmoothGrad, occlusion, Score-CAM and RISE add their own batched passes. Maps are
+unnormalized, at input resolution, w.r.t. the grey image (see the maps contract). Each image is
+explained for its own target: its label by default.
+
+methods: vanilla guided input_x_gradient gradcam gradcam_pp xgradcam hirescam layercam
+guided_gradcam integrated_gradients smoothgrad smoothgrad_sq occlusion scorecam rise; groups: all,
+panel (vanilla, guided, gradcam, guided_gradcam: the original study's panel; the default).
+method parameters (--param METHOD.KEY=VALUE): integrated_gradients steps=50 baseline=0.0
+rule=gausslegendre; smoothgrad, smoothgrad_sq samples=25 sigma=0.15 seed=0; occlusion window=16
+stride=8 baseline=0.0; rise masks=2000 cells=8 p=0.5 seed=0.
+layers: all (every child of model.features), names of those children, or module paths.
+
+examples:
+  densevis explain --checkpoint model.pt --data base.h5 --out maps.h5
+  densevis explain --checkpoint model.pt --data base.h5 --methods all --layers denseblock4 \\
+      --param integrated_gradients.steps=32 --param rise.masks=1000 --out maps.h5
+  densevis explain --checkpoint model.pt --data base.h5 --out maps.h5 --figures figs --limit 4
+  densevis explain --maps maps.h5 --data base.h5 --figures figs   # figures of an existing file
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compute saliency maps (vanilla, guided, Grad-CAM family, IG, ...) into a maps file"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="MODEL.pt", help="trained model checkpoint")
+    parser.add_argument("--data", metavar="SET.h5", required=True, help="probe-set file")
+    parser.add_argument("--out", metavar="MAPS.h5", help="maps file to write")
+    parser.add_argument("--maps", metavar="MAPS.h5",
+                        help="draw --figures from this existing maps file instead of computing")
+    parser.add_argument("--methods", default="panel",
+                        help="all, panel, or comma-separated names (default panel)")
+    parser.add_argument("--layers", default="all",
+                        help="layers of the layer methods: all or comma-separated (default all)")
+    parser.add_argument("--target", default="label",
+                        help="class explained: label (default), predicted, or a class number")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="method parameter, e.g. smoothgrad.samples=50 (repeatable)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="images per shared capture (default 32; halved on GPU OOM)")
+    parser.add_argument("--chunk-size", type=int, default=64,
+                        help="model inputs per pass of the path/perturbation methods (default 64)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the passes")
+    parser.add_argument("--figures", metavar="DIR", help="also draw figures of the first images")
+    parser.add_argument("--limit", type=int, default=8, help="images with figures (default 8)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+
+def parse_method_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["ig.steps=8", ...]`` -> ``{"ig": {"steps": "8"}}`` (typed later by the registry)."""
+    from densevis.errors import DensevisError
+
+    params: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        method, dot, key = name.partition(".")
+        if not sep or not dot or not method.strip() or not key.strip():
+            raise DensevisError(f"--param {item!r} is not METHOD.KEY=VALUE (e.g. --param "
+                                f"smoothgrad.samples=50)")
+        params.setdefault(method.strip(), {})[key.strip()] = value.strip()
+    return params
+
+
+def target_rule(text: str):
+    """``"label"``, ``"predicted"`` or a class number (int)."""
+    from densevis.errors import DensevisError
+
+    if text in ("label", "predicted"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise DensevisError(f"--target {text!r}: use label, predicted or a class number") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from densevis.errors import DensevisError
+
+    if args.limit < 0:
+        raise DensevisError(f"--limit must be >= 0 (got {args.limit})")
+    if args.maps:
+        if args.checkpoint or args.out:
+            raise DensevisError("--maps draws figures of an existing file; do not combine it "
+                                "with --checkpoint or --out")
+        if not args.figures:
+            raise DensevisError("--maps needs --figures DIR (where to draw them)")
+        return draw(args.maps, args.data, args.figures, args.limit)
+    if not args.checkpoint or not args.out:
+        raise DensevisError("give --checkpoint MODEL.pt and --out MAPS.h5 (or --maps MAPS.h5 "
+                            "--figures DIR to draw an existing file)")
+    explain(args)
+    if args.figures:
+        draw(args.out, args.data, args.figures, args.limit)
+    return 0
+
+
+def explain(args: argparse.Namespace) -> None:
+    import platform
+
+    import torch
+    import torchvision
+    from tqdm import tqdm
+
+    from densevis import __version__
+    from densevis.errors import DensevisError
+    from densevis.maps import MapsWriter
+    from densevis.model import NUM_CLASSES, load_checkpoint, preprocess, resolve_device
+    from densevis.saliency import SaliencyEngine
+    from probes import ProbeSet, file_sha256
+
+    if args.batch_size < 1 or args.chunk_size < 1:
+        raise DensevisError("--batch-size and --chunk-size must be positive")
+    rule = target_rule(args.target)
+    device = resolve_device(args.device)
+    probe = ProbeSet(args.data)
+    model, checkpoint = load_checkpoint(args.checkpoint, device)
+    if int(checkpoint["image_size"]) != probe.size:
+        raise DensevisError(f"checkpoint {args.checkpoint} was trained on "
+                            f"{checkpoint['image_size']}px images but {args.data} holds "
+                            f"{probe.size}px images; use a probe set of the model's size")
+    engine = SaliencyEngine(model, args.methods, args.layers, parse_method_params(args.param),
+                            chunk_size=args.chunk_size, autocast=args.bf16)
+    num_classes = int(checkpoint["config"].get("num_classes", NUM_CLASSES))
+    if isinstance(rule, int) and not 0 <= rule < num_classes:
+        raise DensevisError(f"--target {rule} is out of range: the model has {num_classes} "
+                            f"classes (0..{num_classes - 1})")
+    attrs = {
+        "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+        "probe": str(args.data), "probe_sha256": file_sha256(args.data), "probe_set": probe.name,
+        "methods": engine.methods, "layers": list(engine.layers), "method_params": engine.params,
+        "target": str(rule), "device": str(device), "bf16": bool(args.bf16),
+        "versions": {"densevis": __version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "python": platform.python_version()},
+    }
+    with MapsWriter(args.out, len(probe), probe.size, num_classes, engine.keys, attrs,
+                    force=args.force) as writer, \
+            tqdm(total=len(probe), desc="explain", unit="img", disable=None) as progress:
+        for batch in probe.batches(args.batch_size):
+            labels = batch["labels"].astype("int64")
+            targets = {"label": labels, "predicted": None}.get(rule, rule)
+            result = engine.attribute(preprocess(batch["images"]), targets=targets)
+            writer.write(int(batch["index"][0]), result.numpy(), result.logits.numpy(),
+                         result.targets.numpy(), batch["index"])
+            progress.update(len(labels))
+    print(f"wrote {args.out}: {len(engine.keys)} maps of {len(probe)} images "
+          f"({', '.join(engine.methods)}; {len(engine.layers)} layers) on {device}")
+
+
+def draw(maps_path, data_path, folder, limit: int) -> int:
+    from densevis.errors import DensevisError
+    from densevis.maps import MapsFile
+    from densevis.saliency.figures import render_maps
+    from probes import ProbeSet, file_sha256
+
+    probe = ProbeSet(data_path)
+    with MapsFile(maps_path) as maps:
+        recorded = maps.attrs.get("probe_sha256")
+        if recorded != file_sha256(data_path):
+            raise DensevisError(f"{maps_path} was computed from another probe file than "
+                                f"{data_path} (sha256 {str(recorded)[:12]}...); pass the probe "
+                                f"file it was made from ({maps.attrs.get('probe', '?')})")
+        written = render_maps(maps, probe, folder, limit)
+    print(f"wrote {len(written)} figures to {folder}")
+    return 0

@@ -1,0 +1,375 @@
+"""The saliency engine: one shared capture (one forward, a plain and a guided backward) from which
+every selected method is derived.
+
+Plan of passes for a batch:
+
+1. ONE forward, with every selected layer's output captured by a forward hook (and, when a guided
+   method is selected, every ReLU recorded as a :class:`~densevis.saliency.guided.SwitchableReLU`);
+2. a plain backward of the per-image target logits through the retained graph, to the input and
+   to every captured layer output at once (``torch.autograd.grad`` with many inputs);
+3. a guided backward through the same graph with the ReLU rule switched to guided.
+
+Vanilla gradients, input x gradient, Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM and LayerCAM on
+every layer, guided backprop and guided Grad-CAM are derivations of those three passes. Only
+path and perturbation methods (integrated gradients, SmoothGrad, occlusion, Score-CAM, RISE)
+add passes, batched in memory-bounded chunks.
+
+The hook of a captured layer hands the rest of the network a *copy* of the layer's output, so an
+in-place op downstream (DenseNet's ``relu0`` after ``norm0``) changes the copy, never the
+captured activation, and the gradient taken w.r.t. the captured tensor is the gradient w.r.t. the
+layer's own (pre-ReLU) output. Hooks, the ReLU mode, eval mode and frozen parameters last for
+the call only: the model's modes, ``requires_grad`` flags and ``.grad`` are restored even when
+the call raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from densevis.errors import DensevisError
+from densevis.saliency import perturbation  # noqa: F401 - registers the perturbation methods
+from densevis.saliency.batching import in_chunks
+from densevis.saliency.guided import ReLURule, switchable_relus
+from densevis.saliency.layers import resolve_layers
+from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+
+
+@dataclass
+class Explanation:
+    """Maps of a batch: ``maps[(method, layer or None)]`` float32 (N, H, W) on the CPU.
+
+    Attributes
+    ----------
+    maps : dict
+    logits : Tensor
+        float32 (N, C) of the shared forward.
+    targets : Tensor
+        int64 (N,): the class each image's maps explain.
+    """
+
+    maps: dict
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+    def numpy(self) -> dict:
+        """The maps as numpy arrays (the form :class:`densevis.maps.MapsWriter` writes)."""
+        return {key: value.numpy() for key, value in self.maps.items()}
+
+
+@dataclass
+class Capture:
+    """What the shared passes captured for a batch; methods read it.
+
+    Attributes
+    ----------
+    inputs : Tensor
+        (N, C, H, W) model input.
+    logits : Tensor
+        float32 (N, C).
+    targets : Tensor
+        int64 (N,).
+    input_grad, guided_grad : Tensor or None
+        (N, C, H, W) plain and guided gradients of the target logits w.r.t. the input.
+    activations, gradients : dict
+        Per layer key: (N, K, h, w) output of the layer and gradient w.r.t. it.
+    """
+
+    model: nn.Module
+    inputs: torch.Tensor
+    logits: torch.Tensor
+    targets: torch.Tensor
+    params: dict
+    autocast: bool = False
+    chunk_size: int = 64
+    input_grad: torch.Tensor | None = None
+    guided_grad: torch.Tensor | None = None
+    activations: dict = field(default_factory=dict)
+    gradients: dict = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.inputs.shape[-2:])
+
+    def layer(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(activations, gradients)`` of layer ``key`` in float32 (N, K, h, w)."""
+        return self.activations[key].float(), self.gradients[key].float()
+
+    def method(self, name: str, layer: str | None = None) -> torch.Tensor:
+        """The maps of method ``name`` (at ``layer``), computed once per capture."""
+        key = (name, layer)
+        if key not in self._memo:
+            params = self.params.get(name, METHODS[name].defaults)
+            self._memo[key] = METHODS[name].compute(self, layer, **params)
+        return self._memo[key]
+
+    def autocast_context(self):
+        return torch.autocast(self.inputs.device.type, dtype=torch.bfloat16,
+                              enabled=self.autocast)
+
+    def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor | None = None):
+        """One extra pass: logits float32 (n, C) of ``inputs``; with ``targets`` also the input
+        gradients (n, C, H, W) of the target logits, as ``(logits, gradients)``."""
+        if targets is None:
+            with torch.no_grad(), self.autocast_context():
+                return self.model(inputs).float()
+        x = inputs.detach().requires_grad_(True)
+        with torch.enable_grad(), self.autocast_context():
+            logits = self.model(x).float()
+        score = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, x)
+        return logits.detach(), grad
+
+
+class SaliencyEngine:
+    """Saliency maps of many methods and layers from one shared plan of passes.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A classifier taking (N, C, H, W) float input. It stays on its device; inputs are moved
+        there.
+    methods : str or list of str
+        ``"panel"`` (vanilla, guided, gradcam, guided_gradcam: the original study's panel),
+        ``"all"``, ``"a,b"`` or a list of names from :data:`METHODS`.
+    layers : str or list of str
+        For layer methods: ``"all"`` (every child of ``model.features``), names of children of
+        ``model.features`` (``"denseblock4"``) or module paths (``"features.denseblock1.denselayer2"``).
+    params : dict, optional
+        Per-method parameters, e.g. ``{"integrated_gradients": {"steps": 32}}``.
+    batch_size : int, optional
+        Images per shared capture (default: the whole call); halved on CUDA out-of-memory.
+    chunk_size : int
+        Model inputs per extra pass of the path and perturbation methods; halved on CUDA OOM.
+    autocast : bool
+        Run forward passes under bfloat16 autocast (maps are returned in float32).
+
+    Examples
+    --------
+    >>> from densevis.model import build_model, preprocess
+    >>> import numpy as np
+    >>> model = build_model("original")
+    >>> engine = SaliencyEngine(model, "vanilla,gradcam", layers="denseblock4,transition3")
+    >>> images = preprocess(np.zeros((2, 32, 32), np.uint8))
+    >>> result = engine.attribute(images, targets=[0, 1])
+    >>> sorted(result.maps), result.maps["vanilla", None].shape, result.targets.tolist()
+    ([('gradcam', 'denseblock4'), ('gradcam', 'transition3'), ('vanilla', None)], torch.Size([2, 32, 32]), [0, 1])
+    """
+
+    def __init__(self, model: nn.Module, methods="panel", layers="all", params: dict | None = None,
+                 *, batch_size: int | None = None, chunk_size: int = 64, autocast: bool = False):
+        self.model = model
+        self.methods = resolve_methods(methods)
+        self.params = resolve_params(self.methods, params)
+        layer_methods = [m for m in self.methods if METHODS[m].kind == "layer"]
+        self.layers: dict[str, nn.Module] = resolve_layers(model, layers) if layer_methods else {}
+        self.keys = [(m, None) for m in self.methods if METHODS[m].kind == "pixel"] + \
+                    [(m, layer) for m in layer_methods for layer in self.layers]
+        self.needs = frozenset().union(*(METHODS[m].needs for m in self.methods))
+        if batch_size is not None and batch_size < 1:
+            raise DensevisError(f"batch size must be positive (got {batch_size})")
+        if chunk_size < 1:
+            raise DensevisError(f"chunk size must be positive (got {chunk_size})")
+        self.batch_size, self.chunk_size, self.autocast = batch_size, chunk_size, autocast
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def attribute(self, inputs: torch.Tensor, targets=None, labels=None) -> Explanation:
+        """Maps of every selected method (and layer) for a batch of images.
+
+        Parameters
+        ----------
+        inputs : Tensor
+            float (N, C, H, W) model input, e.g. ``densevis.model.preprocess(images)``.
+        targets : int, sequence or Tensor of int, optional
+            Class explained for each image (one int: the same for all).
+        labels : sequence or Tensor of int, optional
+            Used as the targets when ``targets`` is not given; without either, each image's
+            predicted class is explained.
+
+        Returns
+        -------
+        Explanation
+            Maps keyed ``(method, layer or None)``, float32 (N, H, W) on the CPU, unnormalized.
+
+        Raises
+        ------
+        DensevisError
+            Wrong input shape, a target out of range, or parameters unusable at this size.
+        """
+        with torch.inference_mode(False):  # gradients are needed even if the caller disabled them
+            return self._attribute(self._check_inputs(inputs),
+                                   targets if targets is not None else labels)
+
+    __call__ = attribute
+
+    def _attribute(self, inputs: torch.Tensor, wanted) -> Explanation:
+        wanted = None if wanted is None else self._check_targets(wanted, len(inputs))
+        for name in self.methods:
+            if METHODS[name].check is not None:
+                METHODS[name].check(self.params[name], tuple(inputs.shape[-2:]))
+        parts: list[Explanation] = []
+
+        def step(start: int, stop: int) -> None:
+            part = self._attribute_batch(inputs[start:stop],
+                                         None if wanted is None else wanted[start:stop])
+            parts.append(part)
+
+        size = self.batch_size or len(inputs)
+        fitted = in_chunks(len(inputs), size, step)
+        if fitted < size:  # out of memory: later calls start from the size that fitted
+            self.batch_size = fitted
+        if len(parts) == 1:
+            return parts[0]
+        return Explanation({key: torch.cat([p.maps[key] for p in parts]) for key in self.keys},
+                           torch.cat([p.logits for p in parts]),
+                           torch.cat([p.targets for p in parts]))
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _attribute_batch(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> Explanation:
+        with frozen_eval(self.model):
+            capture = self._capture(inputs.to(self.device), targets)
+            maps = {key: capture.method(*key).detach().float().cpu() for key in self.keys}
+            self.chunk_size = capture.chunk_size
+        return Explanation(maps, capture.logits.cpu(), capture.targets.cpu())
+
+    def _capture(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> Capture:
+        graph = bool(self.needs & {"input_grad", "guided_grad", "layer_grads"})
+        guided = "guided_grad" in self.needs
+        hooked = self.layers if self.needs & {"layer_grads", "layer_acts"} else {}
+        # a leaf that requires grad cannot be changed in place, so only a no-grad forward needs a
+        # private copy to keep the caller's tensor (and the perturbation methods' input) intact;
+        # an inference-mode tensor is always copied into a normal one
+        if graph and not inputs.is_inference():
+            x = inputs.detach().requires_grad_(True)
+        else:
+            x = inputs.clone().requires_grad_(graph)
+        rule = ReLURule()
+        outputs: dict[str, tuple[torch.Tensor, int]] = {}  # key -> (output, its version)
+        handles = [module.register_forward_hook(_keep_output(key, outputs))
+                   for key, module in hooked.items()]
+        capture = Capture(model=self.model, inputs=x.detach(), logits=None, targets=None,
+                          params=self.params, autocast=self.autocast, chunk_size=self.chunk_size)
+        try:
+            with torch.set_grad_enabled(graph), capture.autocast_context(), \
+                    (switchable_relus(rule) if guided else contextlib.nullcontext()):
+                logits = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        _check_outputs(outputs, hooked, logits)
+        capture.logits = logits.detach().float()
+        capture.targets = _resolve_targets(targets, capture.logits)
+        capture.activations = {key: out.detach() for key, (out, _) in outputs.items()}
+        if graph:
+            score = logits.float().gather(1, capture.targets[:, None]).sum()
+            self._backward(score, x, outputs, rule, capture)
+        return capture
+
+    def _backward(self, score, x, outputs, rule: ReLURule, capture: Capture) -> None:
+        """The plain backward (input and layer gradients at once), then the guided one."""
+        plain = ([x] if "input_grad" in self.needs else []) + \
+                ([out for out, _ in outputs.values()] if "layer_grads" in self.needs else [])
+        guided = "guided_grad" in self.needs
+        if plain:
+            grads = torch.autograd.grad(score, plain, retain_graph=guided, allow_unused=True)
+            grads = [torch.zeros_like(t) if g is None else g for t, g in zip(plain, grads)]
+            if "input_grad" in self.needs:
+                capture.input_grad = grads.pop(0)
+            capture.gradients = dict(zip(outputs, grads))
+        if guided:
+            rule.guided = True
+            (capture.guided_grad,) = torch.autograd.grad(score, x)
+
+    # -- validation ----------------------------------------------------------------------------
+    def _check_inputs(self, inputs) -> torch.Tensor:
+        if not torch.is_tensor(inputs) or inputs.ndim != 4 or not inputs.is_floating_point():
+            shape = tuple(inputs.shape) if hasattr(inputs, "shape") else type(inputs).__name__
+            raise DensevisError(f"inputs must be a float tensor (N, C, H, W), got {shape}; "
+                                f"convert grey uint8 images with densevis.model.preprocess")
+        first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is not None and inputs.shape[1] != first.in_channels:
+            raise DensevisError(f"inputs have {inputs.shape[1]} channels but the model's first "
+                                f"convolution takes {first.in_channels}; use "
+                                f"densevis.model.preprocess")
+        if len(inputs) == 0:
+            raise DensevisError("inputs hold no images")
+        return inputs
+
+    @staticmethod
+    def _check_targets(targets, n: int) -> torch.Tensor:
+        targets = torch.as_tensor(targets)
+        if targets.ndim == 0:
+            targets = targets.expand(n)
+        if targets.shape != (n,) or targets.is_floating_point():
+            raise DensevisError(f"targets must be one int or {n} ints (one per image), got "
+                                f"shape {tuple(targets.shape)} of {targets.dtype}")
+        return targets.to(torch.long, copy=True)  # also a normal tensor if made in inference mode
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module):
+    """Eval mode and frozen parameters for the block; modes, flags and ``.grad`` restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _, _ in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for p, flag, grad in params:
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+def _keep_output(key: str, outputs: dict) -> Callable:
+    """Forward hook: keep the layer's output, hand the rest of the network a copy of it."""
+    def hook(module, args, output):
+        if not torch.is_tensor(output):
+            raise DensevisError(f"layer {key} returns a {type(output).__name__}, not a tensor; "
+                                f"choose a module whose output is one tensor")
+        if key in outputs:
+            raise DensevisError(f"layer {key} runs more than once per forward (a shared "
+                                f"module); choose a module that runs once")
+        outputs[key] = (output, output._version)
+        return output.clone()
+    return hook
+
+
+def _check_outputs(outputs: dict, hooked: dict, logits) -> None:
+    missing = [key for key in hooked if key not in outputs]
+    if missing:
+        raise DensevisError(f"layer {missing[0]} did not run in the model's forward; choose "
+                            f"another layer")
+    for key, (out, version) in outputs.items():
+        if out._version != version:
+            raise RuntimeError(f"the output of layer {key} was modified in place after it was "
+                               f"captured; capture a later layer")
+        if out.ndim != 4:
+            raise DensevisError(f"layer {key} outputs shape {tuple(out.shape)}; layer methods "
+                                f"need a convolutional (N, K, h, w) output")
+    if not torch.is_tensor(logits) or logits.ndim != 2:
+        raise DensevisError("the model must return (N, classes) logits")
+
+
+def _resolve_targets(targets: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    classes = logits.shape[1]
+    if targets is None:
+        return logits.argmax(1)
+    targets = targets.to(logits.device)
+    bad = ((targets < 0) | (targets >= classes)).nonzero()
+    if len(bad):
+        i = int(bad[0, 0])
+        raise DensevisError(f"target {int(targets[i])} of image {i} is out of range: the model "
+                            f"has {classes} classes (0..{classes - 1})")
+    return targets
