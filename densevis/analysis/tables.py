@@ -49,8 +49,12 @@ METRIC_COLUMNS = ["set", "image", "method", "layer", "reduction", "metric", "val
 TABLES = ("metrics", "summary", "hypotheses")
 
 
-def match_files(maps_paths, data_paths) -> list[tuple[MapsFile, ProbeSet]]:
+def match_files(maps_paths, data_paths, hashes: dict | None = None
+                ) -> list[tuple[MapsFile, ProbeSet]]:
     """Pair each maps file with the probe file it was computed from (by the recorded SHA-256).
+
+    ``hashes`` maps ``str(path)`` of data files to their SHA-256 when already known (a sharded
+    run hashes them once, on rank 0); the others are hashed here.
 
     Raises
     ------
@@ -61,7 +65,7 @@ def match_files(maps_paths, data_paths) -> list[tuple[MapsFile, ProbeSet]]:
     probes = {}
     for path in data_paths:
         ProbeSet(path)  # validates the format with a clear message
-        probes.setdefault(file_sha256(path), Path(path))
+        probes.setdefault((hashes or {}).get(str(path)) or file_sha256(path), Path(path))
     pairs = []
     for path in maps_paths:
         maps = MapsFile(path)
@@ -116,7 +120,19 @@ def long_rows(scores: Scores, set_name: str, images, method: str, layer: str,
 def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
                baselines=BASELINES, batch_size: int = 128, device="cpu",
                seed: int = 0) -> pd.DataFrame:
-    """The metrics table of one maps file against its probe file (see the module docstring)."""
+    """The metrics table of one maps file against its probe file (see the module docstring):
+    :func:`score_maps` of every row, then :func:`score_model`."""
+    return pd.concat([score_maps(maps, probe, reductions, baselines, batch_size, device, seed),
+                      score_model(maps, probe)], ignore_index=True)
+
+
+def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
+               baselines=BASELINES, batch_size: int = 128, device="cpu", seed: int = 0,
+               rows: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Metric rows of every map (and null baseline) of maps-file rows ``rows`` = ``(start,
+    stop)`` (default: all), in batches of ``batch_size`` rows from ``start``; only those rows
+    of the maps and probe files are read. A sharded run gives each rank a slice whose start is
+    a multiple of ``batch_size``: the batches, hence the rows, are those of one whole run."""
     device = torch.device(device)
     reader = RegionReader(probe)
     has_square = "square" in reader.kinds
@@ -125,11 +141,12 @@ def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
     wanted = mass_regions + (["square_filled"] if has_square else [])
     width = edge_width(probe.size)
     index = maps.index
+    first, last = (0, len(index)) if rows is None else rows
     keys = list(maps.keys) + [(name, None) for name in baselines]
     frames = []
-    for start in range(0, len(index), batch_size):
-        rows = slice(start, start + batch_size)
-        images = index[rows]
+    for start in range(first, last, batch_size):
+        rows_ = slice(start, min(start + batch_size, last))
+        images = index[rows_]
         regions = {name: torch.from_numpy(mask).to(device)
                    for name, mask in reader.read(images, wanted).items()}
         pixels = read_rows(probe.images, images) if baselines else None
@@ -137,7 +154,7 @@ def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
             if method in baselines and layer is None and (method, None) not in maps.keys:
                 raw = baseline_maps(method, pixels, images, probe.name, seed)
             else:
-                raw = torch.from_numpy(maps.read(method, layer, rows))
+                raw = torch.from_numpy(maps.read(method, layer, rows_))
             rule = reduction_for(method, layer, reductions)
             reduced = reduce_maps(raw.to(device), rule)
             scores = Scores()
@@ -146,6 +163,16 @@ def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
                 scores.update(edge_scores(reduced, regions["square_filled"], width))
             scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
             frames.append(long_rows(scores, probe.name, images, method, layer or "", rule))
+    return pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame(columns=METRIC_COLUMNS)
+
+
+def score_model(maps: MapsFile, probe: ProbeSet) -> pd.DataFrame:
+    """The model's behaviour rows of every image (logit margin, prediction, label) and, on
+    paired sets, the logit deltas of each edit against its base scene (these pair rows that
+    a shard could split, so they are scored over the whole file)."""
+    index = maps.index
+    frames = []
     behaviour = behaviour_scores(torch.from_numpy(maps.logits))
     behaviour.add("label", torch.from_numpy(read_rows(probe.labels, index).astype(np.float64)))
     frames.append(long_rows(behaviour, probe.name, index, MODEL, "", ""))

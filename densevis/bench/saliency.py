@@ -16,6 +16,17 @@ from conv0 to denseblock4 + guided Grad-CAM on the same 11, for a batch of image
 The floor, densevis and Captum run in eval mode with frozen parameters. Repeats are interleaved
 (each round in a rotated order) and the medians reported (``ratio_to_floor_best`` compares the fastest repeats, which are the
 least disturbed when the machine is shared); compare ratios measured in one run.
+``maps_per_s`` counts every map delivered (images x the panel's 24 maps), on the host: densevis's
+time includes copying the maps back from the GPU, the floor's does not.
+
+On CUDA (``--device cuda``) the model and inputs are in channels-last layout for every
+contender (the engine's default there), and ``--bf16`` runs the floor and densevis under
+bfloat16 autocast; the references are skipped with ``--references none`` (as on machines
+without them).
+
+examples:
+  densevis bench saliency
+  densevis bench saliency --device cuda --n 64 --references none --json
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast for the floor and densevis")
     parser.add_argument("--references", choices=("all", "captum", "none"), default="all",
                         help="also time Captum and pytorch-grad-cam (all, the default), Captum "
                              "only, or none")
@@ -54,12 +67,14 @@ def _seconds(run, synchronize) -> float:
     return time.perf_counter() - start
 
 
-def floor_passes(model, x, targets) -> None:
+def floor_passes(model, x, targets, bf16: bool = False) -> None:
     """One forward and two backwards to the input, nothing else."""
     import torch
 
     x = x.detach().requires_grad_(True)
-    score = model(x).gather(1, targets[:, None]).sum()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)
+    score = logits.float().gather(1, targets[:, None]).sum()
     torch.autograd.grad(score, x, retain_graph=True)
     torch.autograd.grad(score, x)
 
@@ -109,13 +124,16 @@ def run(args: argparse.Namespace) -> dict:
         model = build_model("original").to(device).eval()
     grey = torch.rand(args.n, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     x = grey.expand(-1, 3, -1, -1).contiguous().to(device)
+    if device.type == "cuda":  # the engine's layout on CUDA, for every contender
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     targets = torch.arange(args.n, device=device) % 2
     layers = [getattr(model.features, name) for name in PANEL_LAYERS]
-    engine = SaliencyEngine(model, "panel", list(PANEL_LAYERS))
+    engine = SaliencyEngine(model, "panel", list(PANEL_LAYERS), autocast=args.bf16)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     # (name, measured call, whether it runs in eval mode with frozen parameters)
-    runs = [("floor_s", lambda: floor_passes(model, x, targets), True),
+    runs = [("floor_s", lambda: floor_passes(model, x, targets, args.bf16), True),
             ("densevis_s", lambda: engine.attribute(x, targets), True)]
     has_captum = args.references != "none" and importlib.util.find_spec("captum") is not None
     has_grad_cam = args.references == "all" and \
@@ -142,8 +160,11 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "model": args.checkpoint or "original (random init)", "images": args.n,
         "size": args.size, "threads": args.threads, "device": str(device),
-        "repeats": args.repeats, "layers": len(PANEL_LAYERS),
+        "repeats": args.repeats, "layers": len(PANEL_LAYERS), "bf16": args.bf16,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "floor_s": floor, "densevis_s": figures["densevis_s"],
+        "maps_per_s": args.n * len(engine.keys) / figures["densevis_s"],
+        "images_per_s": args.n / figures["densevis_s"],
         "ratio_to_floor": figures["densevis_s"] / floor,
         "ratio_to_floor_best": best["densevis_s"] / best["floor_s"],
         "captum_s": figures.get("captum_s"),

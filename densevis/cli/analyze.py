@@ -19,8 +19,13 @@ the CI excludes every meaningful effect (the margin) in that direction; inconclu
 An 'overall' row per hypothesis, method and layer is supported iff all its statistics are and
 rejected iff any is.
 
+Sharded under torchrun (WORLD_SIZE > 1): each process scores its rows of every maps file on
+cuda:LOCAL_RANK (or the CPU); rank 0 gathers the rows, computes the summary and hypotheses and
+writes the tables, equal to a one-process run's. If a rank fails nothing is written.
+
 examples:
   densevis analyze --maps base-maps.h5 --data base.h5 --out reports/analysis
+  torchrun --nproc_per_node 2 -m densevis analyze --maps m.h5 --data d.h5 --out out
   densevis analyze --maps base-maps.h5 --maps lines-maps.h5 --maps pairs-maps.h5 \\
       --data base.h5 --data lines_only.h5 --data pairs.h5 --out reports/analysis --force
   densevis analyze --maps m.h5 --data d.h5 --out out --reduction vanilla=positive
@@ -56,22 +61,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevis.distributed import RankFailure, report
+
+    try:
+        return _analyze(args)
+    except RankFailure as exc:  # a sharded run: one message (rank 0), the same status everywhere
+        return report("analyze", exc)
+
+
+def _analyze(args: argparse.Namespace) -> int:
     from densevis.analysis.baselines import BASELINES
     from densevis.analysis.reduce import parse_overrides
-    from densevis.analysis.tables import analyze, check_outputs, write_tables
+    from densevis.analysis.tables import check_outputs, write_tables
+    from densevis.distributed import init_process_group, main_only, world_from_env
     from densevis.errors import DensevisError
     from densevis.model import resolve_device
+    from densevis.shards import analyze_sharded
 
     if not 0 < args.alpha < 1:
         raise DensevisError(f"--alpha must be between 0 and 1 (got {args.alpha})")
     reductions = parse_overrides(args.reduction)
-    device = resolve_device(args.device)
-    check_outputs(args.out, args.force)
-    tables = analyze(args.maps, args.data, reductions=reductions,
-                     baselines=() if args.no_baselines else BASELINES,
-                     batch_size=args.batch_size, device=device, seed=args.seed, alpha=args.alpha,
-                     correction=args.correction, test=args.test)
-    paths = write_tables(args.out, tables, force=args.force)
+    init_process_group(world_from_env(), resolve_device(args.device).type)  # if under torchrun
+    main_only("setup", lambda: check_outputs(args.out, args.force))  # rank 0 writes the tables
+    # a plain run under WORLD_SIZE 1 (or without torchrun): analyze itself
+    tables = analyze_sharded(args.maps, args.data, reductions=reductions,
+                             baselines=() if args.no_baselines else BASELINES,
+                             batch_size=args.batch_size, device=args.device, seed=args.seed,
+                             alpha=args.alpha, correction=args.correction, test=args.test)
+    paths = main_only("write", lambda: write_tables(args.out, tables, force=args.force))
+    if tables is None:  # not rank 0
+        return 0
     verdicts = tables["hypotheses"].query("statistic == 'overall'")["verdict"].value_counts()
     counts = ", ".join(f"{count} {name}" for name, count in verdicts.items()) or "none testable"
     print(f"wrote {', '.join(str(p) for p in paths)}: {len(tables['metrics'])} metric rows; "

@@ -14,8 +14,15 @@ rule=gausslegendre; smoothgrad, smoothgrad_sq samples=25 sigma=0.15 seed=0; occl
 stride=8 baseline=0.0; rise masks=2000 cells=8 p=0.5 seed=0.
 layers: all (every child of model.features), names of those children, or module paths.
 
+Sharded over processes/GPUs: under torchrun (WORLD_SIZE > 1) each process explains its slice
+of the probe set on cuda:LOCAL_RANK (or the CPU) into OUT.shards/, and rank 0 merges the shards
+into OUT, equal to a one-process run. If a rank fails, no OUT is written, finished shards are
+kept, and the same command again resumes from them.
+
 examples:
   densevis explain --checkpoint model.pt --data base.h5 --out maps.h5
+  torchrun --nproc_per_node 4 -m densevis explain --checkpoint model.pt --data base.h5 \
+      --out maps.h5      # 4 GPUs (or 4 CPU processes with --device cpu)
   densevis explain --checkpoint model.pt --data base.h5 --methods all --layers denseblock4 \\
       --param integrated_gradients.steps=32 --param rise.masks=1000 --out maps.h5
   densevis explain --checkpoint model.pt --data base.h5 --out maps.h5 --figures figs --limit 4
@@ -96,62 +103,37 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint or not args.out:
         raise DensevisError("give --checkpoint MODEL.pt and --out MAPS.h5 (or --maps MAPS.h5 "
                             "--figures DIR to draw an existing file)")
-    explain(args)
-    if args.figures:
+    from densevis.distributed import RankFailure, report, world_from_env
+
+    try:
+        explain(args)
+    except RankFailure as exc:  # a sharded run: one message (rank 0), the same status everywhere
+        return report("explain", exc)
+    if args.figures and world_from_env().rank == 0:
         draw(args.out, args.data, args.figures, args.limit)
     return 0
 
 
 def explain(args: argparse.Namespace) -> None:
-    import platform
+    from densevis.distributed import world_from_env
+    from densevis.shards import explain_sharded
 
-    import torch
-    import torchvision
-    from tqdm import tqdm
+    # a plain run under WORLD_SIZE 1 (or without torchrun): explain_file itself
+    path = explain_sharded(args.checkpoint, args.data, args.out, methods=args.methods,
+                           layers=args.layers, params=parse_method_params(args.param),
+                           device=args.device, batch_size=args.batch_size,
+                           chunk_size=args.chunk_size, bf16=args.bf16,
+                           target=target_rule(args.target), force=args.force)
+    if world_from_env().rank != 0:
+        return
+    from densevis.maps import MapsFile
 
-    from densevis import __version__
-    from densevis.errors import DensevisError
-    from densevis.maps import MapsWriter
-    from densevis.model import NUM_CLASSES, load_checkpoint, preprocess, resolve_device
-    from densevis.saliency import SaliencyEngine
-    from probes import ProbeSet, file_sha256
-
-    if args.batch_size < 1 or args.chunk_size < 1:
-        raise DensevisError("--batch-size and --chunk-size must be positive")
-    rule = target_rule(args.target)
-    device = resolve_device(args.device)
-    probe = ProbeSet(args.data)
-    model, checkpoint = load_checkpoint(args.checkpoint, device)
-    if int(checkpoint["image_size"]) != probe.size:
-        raise DensevisError(f"checkpoint {args.checkpoint} was trained on "
-                            f"{checkpoint['image_size']}px images but {args.data} holds "
-                            f"{probe.size}px images; use a probe set of the model's size")
-    engine = SaliencyEngine(model, args.methods, args.layers, parse_method_params(args.param),
-                            chunk_size=args.chunk_size, autocast=args.bf16)
-    num_classes = int(checkpoint["config"].get("num_classes", NUM_CLASSES))
-    if isinstance(rule, int) and not 0 <= rule < num_classes:
-        raise DensevisError(f"--target {rule} is out of range: the model has {num_classes} "
-                            f"classes (0..{num_classes - 1})")
-    attrs = {
-        "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
-        "probe": str(args.data), "probe_sha256": file_sha256(args.data), "probe_set": probe.name,
-        "methods": engine.methods, "layers": list(engine.layers), "method_params": engine.params,
-        "target": str(rule), "device": str(device), "bf16": bool(args.bf16),
-        "versions": {"densevis": __version__, "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "python": platform.python_version()},
-    }
-    with MapsWriter(args.out, len(probe), probe.size, num_classes, engine.keys, attrs,
-                    force=args.force) as writer, \
-            tqdm(total=len(probe), desc="explain", unit="img", disable=None) as progress:
-        for batch in probe.batches(args.batch_size):
-            labels = batch["labels"].astype("int64")
-            targets = {"label": labels, "predicted": None}.get(rule, rule)
-            result = engine.attribute(preprocess(batch["images"]), targets=targets)
-            writer.write(int(batch["index"][0]), result.numpy(), result.logits.numpy(),
-                         result.targets.numpy(), batch["index"])
-            progress.update(len(labels))
-    print(f"wrote {args.out}: {len(engine.keys)} maps of {len(probe)} images "
-          f"({', '.join(engine.methods)}; {len(engine.layers)} layers) on {device}")
+    with MapsFile(path) as maps:
+        print(f"wrote {path}: {len(maps.keys)} maps of {len(maps)} images "
+              f"({', '.join(maps.attrs['methods'])}; {len(maps.attrs['layers'])} layers) on "
+              f"{maps.attrs['device']}"
+              + (f" ({maps.attrs['world_size']} processes)" if "world_size" in maps.attrs
+                 else ""))
 
 
 def draw(maps_path, data_path, folder, limit: int) -> int:

@@ -37,6 +37,7 @@ from densevis.saliency.batching import in_chunks
 from densevis.saliency.guided import ReLURule, switchable_relus
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+from densevis.saliency.transfer import PendingExplanation, pinned, to_device, to_host
 
 
 @dataclass
@@ -142,12 +143,19 @@ class SaliencyEngine:
         ``model.features`` (``"denseblock4"``) or module paths (``"features.denseblock1.denselayer2"``).
     params : dict, optional
         Per-method parameters, e.g. ``{"integrated_gradients": {"steps": 32}}``.
+    method_layers : dict, optional
+        Layers of particular layer methods instead of ``layers``, e.g.
+        ``{"gradcam_pp": "denseblock4"}``; the union of all layers is captured in one pass.
     batch_size : int, optional
         Images per shared capture (default: the whole call); halved on CUDA out-of-memory.
     chunk_size : int
         Model inputs per extra pass of the path and perturbation methods; halved on CUDA OOM.
     autocast : bool
         Run forward passes under bfloat16 autocast (maps are returned in float32).
+    channels_last : bool, optional
+        Put the model and inputs in channels-last layout (faster convolutions on GPUs; the
+        values are the same up to float rounding). Default: on CUDA only. The model's
+        parameters stay in that layout after the call.
 
     Examples
     --------
@@ -162,20 +170,40 @@ class SaliencyEngine:
     """
 
     def __init__(self, model: nn.Module, methods="panel", layers="all", params: dict | None = None,
-                 *, batch_size: int | None = None, chunk_size: int = 64, autocast: bool = False):
+                 *, method_layers: dict | None = None, batch_size: int | None = None,
+                 chunk_size: int = 64, autocast: bool = False,
+                 channels_last: bool | None = None):
         self.model = model
         self.methods = resolve_methods(methods)
         self.params = resolve_params(self.methods, params)
         layer_methods = [m for m in self.methods if METHODS[m].kind == "layer"]
-        self.layers: dict[str, nn.Module] = resolve_layers(model, layers) if layer_methods else {}
+        own = self._own_layers(model, layer_methods, method_layers or {})
+        shared = resolve_layers(model, layers) if set(layer_methods) - set(own) else {}
+        # every layer some method needs is captured once, in the model's order
+        wanted = set(shared).union(*own.values())
+        self.layers: dict[str, nn.Module] = {
+            key: module for key, module in {**shared, **{k: m for d in own.values()
+                                                         for k, m in d.items()}}.items()
+            if key in wanted}
         self.keys = [(m, None) for m in self.methods if METHODS[m].kind == "pixel"] + \
-                    [(m, layer) for m in layer_methods for layer in self.layers]
+                    [(m, layer) for m in layer_methods for layer in own.get(m, shared)]
         self.needs = frozenset().union(*(METHODS[m].needs for m in self.methods))
         if batch_size is not None and batch_size < 1:
             raise DensevisError(f"batch size must be positive (got {batch_size})")
         if chunk_size < 1:
             raise DensevisError(f"chunk size must be positive (got {chunk_size})")
         self.batch_size, self.chunk_size, self.autocast = batch_size, chunk_size, autocast
+        self.channels_last = channels_last
+
+    @staticmethod
+    def _own_layers(model: nn.Module, layer_methods: list[str], method_layers: dict) -> dict:
+        """Layers of the methods that do not use the shared selection."""
+        stray = sorted(set(method_layers) - set(layer_methods))
+        if stray:
+            raise DensevisError(f"method_layers names {', '.join(stray)}, which "
+                                f"{'is' if len(stray) == 1 else 'are'} not a selected layer "
+                                f"method; selected: {', '.join(layer_methods) or 'none'}")
+        return {m: resolve_layers(model, spec) for m, spec in method_layers.items()}
 
     @property
     def device(self) -> torch.device:
@@ -204,41 +232,49 @@ class SaliencyEngine:
         DensevisError
             Wrong input shape, a target out of range, or parameters unusable at this size.
         """
+        return self.submit(inputs, targets, labels).result()
+
+    __call__ = attribute
+
+    def submit(self, inputs: torch.Tensor, targets=None, labels=None) -> PendingExplanation:
+        """:meth:`attribute` without waiting for the GPU: ``submit(...).result()`` is the
+        :class:`Explanation`. On CUDA the work is queued and the maps are copied back
+        asynchronously (no host synchronisation inside the batch), so the caller can read the
+        next batch or write the previous one meanwhile; on the CPU it is computed at once."""
         with torch.inference_mode(False):  # gradients are needed even if the caller disabled them
             return self._attribute(self._check_inputs(inputs),
                                    targets if targets is not None else labels)
 
-    __call__ = attribute
-
-    def _attribute(self, inputs: torch.Tensor, wanted) -> Explanation:
+    def _attribute(self, inputs: torch.Tensor, wanted) -> PendingExplanation:
         wanted = None if wanted is None else self._check_targets(wanted, len(inputs))
         for name in self.methods:
             if METHODS[name].check is not None:
                 METHODS[name].check(self.params[name], tuple(inputs.shape[-2:]))
-        parts: list[Explanation] = []
+        parts: list[PendingExplanation] = []
 
         def step(start: int, stop: int) -> None:
             part = self._attribute_batch(inputs[start:stop],
                                          None if wanted is None else wanted[start:stop])
-            parts.append(part)
+            parts.append(to_host(part))  # its maps leave the GPU while the next part runs
 
         size = self.batch_size or len(inputs)
         fitted = in_chunks(len(inputs), size, step)
         if fitted < size:  # out of memory: later calls start from the size that fitted
             self.batch_size = fitted
-        if len(parts) == 1:
-            return parts[0]
-        return Explanation({key: torch.cat([p.maps[key] for p in parts]) for key in self.keys},
-                           torch.cat([p.logits for p in parts]),
-                           torch.cat([p.targets for p in parts]))
+        return PendingExplanation.join(parts)
 
     # -- one batch -------------------------------------------------------------------------------
     def _attribute_batch(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> Explanation:
+        """Maps of one batch, left on the model's device (copied back once, by the caller)."""
+        device = self.device
+        layout = self.channels_last if self.channels_last is not None else device.type == "cuda"
+        if layout:  # weights in the inputs' layout (a no-op once they are)
+            self.model.to(memory_format=torch.channels_last)
         with frozen_eval(self.model):
-            capture = self._capture(inputs.to(self.device), targets)
-            maps = {key: capture.method(*key).detach().float().cpu() for key in self.keys}
+            capture = self._capture(to_device(inputs, device, layout), targets)
+            maps = {key: capture.method(*key).detach().float() for key in self.keys}
             self.chunk_size = capture.chunk_size
-        return Explanation(maps, capture.logits.cpu(), capture.targets.cpu())
+        return Explanation(maps, capture.logits, capture.targets)
 
     def _capture(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> Capture:
         graph = bool(self.needs & {"input_grad", "guided_grad", "layer_grads"})
@@ -366,10 +402,10 @@ def _resolve_targets(targets: torch.Tensor | None, logits: torch.Tensor) -> torc
     classes = logits.shape[1]
     if targets is None:
         return logits.argmax(1)
-    targets = targets.to(logits.device)
+    # checked before the copy to the device: a check there would wait for the GPU
     bad = ((targets < 0) | (targets >= classes)).nonzero()
     if len(bad):
         i = int(bad[0, 0])
         raise DensevisError(f"target {int(targets[i])} of image {i} is out of range: the model "
                             f"has {classes} classes (0..{classes - 1})")
-    return targets
+    return to_device(pinned(targets), logits.device)
