@@ -17,7 +17,7 @@ import json
 HELP = "measure speed and memory (generate, ...) and print the figures"
 
 #: Benchmark targets, each a module ``densevis.bench.<name>`` with HELP, configure and run.
-TARGETS = ("generate",)
+TARGETS = ("generate", "train", "saliency", "analysis")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,264 @@
+"""Evaluate a classifier on probe sets: accuracy, confusions, margins and where it fails.
+
+Per image (:func:`evaluate_images`): the prediction, the logit margin, and the square's geometry
+from the masks and the objects table: its side, whether it touches a circle (overlaps one or lies
+next to it, so that the two merge into one white blob) and whether it is *invisible* (every square
+pixel is also a circle pixel: white on white, no model can see it). :func:`summarize` turns that
+into a tidy table ``set, breakdown, group, metric, value``.
+
+Breakdowns: ``all`` (accuracy, confusion counts, positive rate, margins, the invisible-square
+ceiling), ``clean`` (negatives and positives whose square touches no circle), ``square_size``
+(positives binned by side), ``touches_circle`` (positives), ``circles_merge`` (negatives whose
+circles touch one another, or not), ``label`` and, for ``pairs``, ``variant`` (the label follows
+the ground truth: 1 iff a square remains).
+
+Examples
+--------
+>>> from densevis.model import load_checkpoint                       # doctest: +SKIP
+>>> model, ckpt = load_checkpoint("model.pt")                        # doctest: +SKIP
+>>> per_image = evaluate_images(model, ProbeSet("val.h5"))           # doctest: +SKIP
+>>> summarize(per_image).query("breakdown == 'all'")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from densevis.errors import DensevisError
+from densevis.model import load_checkpoint, preprocess, resolve_device
+from probes import ProbeSet
+from probes.atomic import atomic_output
+
+#: Square-side bin edges at the reference size of 256 px (scaled to the set's size).
+SIZE_EDGES_256 = (0, 20, 30, 40, 50, 75, 1e9)
+_TOUCH = np.ones((1, 3, 3), bool)  # 8-neighbourhood: a circle next to the square merges with it
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
+            device: torch.device | str = "cpu", start: int = 0, stop: int | None = None,
+            channels_last: bool = False) -> np.ndarray:
+    """Logits (N, C) float32 of ``model`` in eval mode on images ``[start, stop)``, batched.
+
+    The model is put in eval mode (BatchNorm uses its running statistics) and left there.
+
+    Examples
+    --------
+    >>> logits = predict(build_model("original"), ProbeSet("val.h5"))   # doctest: +SKIP
+    """
+    model.eval()
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    chunks = []
+    for batch in probe.batches(batch_size, fields=("images",), start=start, stop=stop):
+        inputs = preprocess(batch["images"]).to(device, memory_format=memory)
+        chunks.append(model(inputs).float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 2), np.float32)
+    return np.concatenate(chunks)
+
+
+def scene_geometry(probe: ProbeSet, batch_size: int = 512,
+                   merges: bool = True) -> pd.DataFrame:
+    """Per image: ``square_px``, ``visible_px`` (square pixels no circle covers),
+    ``touches_circle``, ``invisible`` (no square pixel visible), ``square_side`` (px, NaN
+    without a square) and ``circles_merge`` (some circles touch or overlap one another).
+
+    Read from the masks in batches (the union of a kind's pixels) and the objects table; a square
+    *touches* a circle when a circle pixel lies in or next to (8-neighbourhood) the square;
+    circles *merge* when their mask has fewer 8-connected blobs than the image has circles
+    (``merges=False`` skips that column, the slowest).
+    """
+    touches, visible, square_px, blobs = [], [], [], []
+    for batch in probe.batches(batch_size, fields=("masks/square", "masks/circle")):
+        square, circle = batch["masks/square"], batch["masks/circle"]
+        near = ndimage.binary_dilation(square, structure=_TOUCH)
+        touches.append((near & circle).any(axis=(1, 2)))
+        square_px.append(square.sum(axis=(1, 2)))
+        visible.append((square & ~circle).sum(axis=(1, 2)))
+        if merges:
+            blobs.append([ndimage.label(mask, structure=_TOUCH[0])[1] for mask in circle])
+    objects = probe.objects()
+    sides = objects[objects["kind"] == "square"].groupby("image")["size"].max()
+    circles = objects[objects["kind"] == "circle"].groupby("image").size()
+    square_px, visible = np.concatenate(square_px), np.concatenate(visible)
+    frame = pd.DataFrame({"image": np.arange(len(probe)), "square_px": square_px.astype(np.int64),
+                          "visible_px": visible.astype(np.int64),
+                          "touches_circle": np.concatenate(touches),
+                          "invisible": (square_px > 0) & (visible == 0)})
+    frame["square_side"] = frame["image"].map(sides).astype(float)
+    if merges:
+        frame["circles_merge"] = (np.concatenate(blobs)
+                                  < frame["image"].map(circles).fillna(0).to_numpy())
+    return frame
+
+
+def size_bins(side: pd.Series, image_size: int) -> pd.Series:
+    """Square sides binned by :data:`SIZE_EDGES_256` scaled to ``image_size``; labels in px."""
+    edges = [e * image_size / 256 for e in SIZE_EDGES_256]
+    labels = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        first, stop = int(np.ceil(low)), int(np.ceil(high))  # integer sides in [low, high)
+        labels.append(f"<{stop}px" if first == 0 else f">={first}px" if high > 1e8
+                      else f"{first}-{stop - 1}px")
+    return pd.cut(side, edges, right=False, labels=labels)
+
+
+def evaluate_images(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
+                    device: torch.device | str = "cpu", name: str | None = None) -> pd.DataFrame:
+    """One row per image: ``set, image, label, prediction, correct, margin, square_logit,
+    p_square`` and the columns of :func:`scene_geometry` (and ``variant`` for paired sets).
+
+    ``margin`` is the true class's logit minus the other's (> 0 iff correct, for 2 classes);
+    ``square_logit`` is logit 1 minus logit 0 whatever the label. ``name`` replaces the set's
+    name in the ``set`` column.
+    """
+    logits = predict(model, probe, batch_size, device, channels_last=True)
+    if logits.shape[1] != 2:
+        raise DensevisError(f"evaluate needs a 2-class model, got {logits.shape[1]} outputs")
+    labels = probe.labels[:].astype(np.int64)
+    square_logit = logits[:, 1] - logits[:, 0]
+    frame = scene_geometry(probe)
+    frame.insert(0, "set", name or probe.name)
+    frame["label"] = labels
+    frame["prediction"] = logits.argmax(axis=1)
+    frame["correct"] = frame["prediction"] == labels
+    frame["margin"] = np.where(labels == 1, square_logit, -square_logit)
+    frame["square_logit"] = square_logit
+    frame["p_square"] = torch.softmax(torch.from_numpy(logits), dim=1)[:, 1].numpy()
+    if probe.has_variants:
+        frame["variant"] = probe.variant(slice(None))
+    return frame
+
+
+def _group_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    return {"n": len(rows), "accuracy": rows["correct"].mean(),
+            "positive_rate": (rows["prediction"] == 1).mean(),
+            "mean_margin": rows["margin"].mean()}
+
+
+def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.DataFrame:
+    """Tidy table ``set, breakdown, group, metric, value`` from :func:`evaluate_images` rows.
+
+    Empty groups are left out. ``image_size`` (the probe set's) scales the square-size bins;
+    without it the sides are binned as if the images were 256 px.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"set": "s", "label": [0, 1, 1], "prediction": [0, 1, 0],
+    ...                      "correct": [True, True, False], "margin": [2.0, 1.0, -1.0],
+    ...                      "square_logit": [-2.0, 1.0, -1.0], "square_side": [np.nan, 8, 20],
+    ...                      "touches_circle": [False, False, True],
+    ...                      "invisible": [False, False, True]})
+    >>> table = summarize(rows, image_size=128)
+    >>> float(table.query("breakdown == 'all' and metric == 'accuracy'")["value"].iloc[0])
+    0.6666666666666666
+    """
+    records = []
+    for set_name, rows in per_image.groupby("set", sort=False):
+        def add(breakdown, group, metrics):
+            records.extend((set_name, breakdown, str(group), metric, float(value))
+                           for metric, value in metrics.items())
+
+        positives = rows[rows["label"] == 1]
+        overall = _group_metrics(rows)
+        overall["mean_square_logit"] = rows["square_logit"].mean()
+        for name, (label, prediction) in {"tn": (0, 0), "fp": (0, 1), "fn": (1, 0),
+                                          "tp": (1, 1)}.items():
+            overall[name] = int(((rows["label"] == label) &
+                                 (rows["prediction"] == prediction)).sum())
+        overall["invisible_squares"] = int(rows["invisible"].sum())
+        overall["ceiling"] = 1.0 - rows["invisible"].mean()
+        add("all", "all", overall)
+        clean = rows[(rows["label"] == 0) | ~rows["touches_circle"]]
+        if len(clean):
+            add("clean", "clean", _group_metrics(clean))
+        for label, group in rows.groupby("label"):
+            add("label", int(label), _group_metrics(group))
+        negatives = rows[rows["label"] == 0]
+        if len(negatives) and "circles_merge" in rows:
+            for merge, group in negatives.groupby("circles_merge"):
+                add("circles_merge", "yes" if merge else "no", _group_metrics(group))
+        if len(positives):
+            for touches, group in positives.groupby("touches_circle"):
+                add("touches_circle", "yes" if touches else "no", _group_metrics(group))
+            size = image_size or 256
+            bins = size_bins(positives["square_side"], size)
+            for label, group in positives.groupby(bins, observed=True):
+                add("square_size", label, _group_metrics(group))
+        if "variant" in rows:
+            for variant, group in rows.groupby("variant", sort=False):
+                add("variant", variant, _group_metrics(group))
+    return pd.DataFrame.from_records(records, columns=["set", "breakdown", "group", "metric",
+                                                       "value"])
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """A readable printout of :func:`summarize`'s table, one block per set."""
+    lines = []
+    for set_name, rows in table.groupby("set", sort=False):
+        get = rows.set_index(["breakdown", "group", "metric"])["value"]
+        a = ("all", "all")
+        lines.append(f"== {set_name}: {int(get[a + ('n',)])} images, accuracy "
+                     f"{get[a + ('accuracy',)]:.2%} (ceiling {get[a + ('ceiling',)]:.2%}: "
+                     f"{int(get[a + ('invisible_squares',)])} invisible squares), positive rate "
+                     f"{get[a + ('positive_rate',)]:.2%}, mean margin "
+                     f"{get[a + ('mean_margin',)]:.2f}")
+        lines.append(f"   confusion (label/prediction): 0/0 {int(get[a + ('tn',)])}  "
+                     f"0/1 {int(get[a + ('fp',)])}  1/0 {int(get[a + ('fn',)])}  "
+                     f"1/1 {int(get[a + ('tp',)])}")
+        for breakdown in ("clean", "label", "touches_circle", "circles_merge", "square_size",
+                          "variant"):
+            part = rows[rows["breakdown"] == breakdown]
+            if part.empty:
+                continue
+            cells = []
+            for group, values in part.groupby("group", sort=False):
+                value = values.set_index("metric")["value"]
+                cells.append(f"{group}: {value['accuracy']:.1%} of {int(value['n'])}"
+                             + (f" (pos {value['positive_rate']:.0%})"
+                                if breakdown == "variant" else ""))
+            lines.append(f"   {breakdown:15s} " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256,
+                        device: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary table, per-image table)`` of a checkpoint on probe files ``data``.
+
+    Every file is opened and checked (image size against the checkpoint's) before the model
+    runs. Sets are named by their ``set`` attribute; two files of one set are told apart by file
+    name, as ``base[val.h5]``.
+
+    Examples
+    --------
+    >>> table, rows = evaluate_checkpoint("model.pt", ["val.h5", "pairs.h5"])   # doctest: +SKIP
+    """
+    device = resolve_device(device)
+    model, ckpt = load_checkpoint(checkpoint, device)
+    probes = [ProbeSet(path) for path in data]
+    for probe in probes:
+        if probe.size != ckpt["image_size"]:
+            raise DensevisError(f"{probe.path} has {probe.size}-px images but {checkpoint} was "
+                                f"trained on {ckpt['image_size']}-px ones; generate the set with "
+                                f"--size {ckpt['image_size']}")
+    names = [probe.name for probe in probes]
+    names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name
+             for name, probe in zip(names, probes)]
+    if len(set(names)) < len(names):
+        raise DensevisError("a probe file is given twice; give each --data once")
+    per_image, tables = [], []
+    for name, probe in zip(names, probes):
+        with probe:
+            rows = evaluate_images(model, probe, batch_size, device, name=name)
+        per_image.append(rows)
+        tables.append(summarize(rows, probe.size))
+    return pd.concat(tables, ignore_index=True), pd.concat(per_image, ignore_index=True)
+
+
+def write_csv(frame: pd.DataFrame, path, force: bool = False) -> None:
+    """Write ``frame`` as CSV atomically (a failure leaves nothing at ``path``)."""
+    with atomic_output(path, force) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -1,0 +1,79 @@
+"""The training recipe: :class:`TrainConfig` and its defaults (no torch import, so the command
+line starts fast).
+
+Examples
+--------
+>>> TrainConfig(epochs=3).arch
+'original'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from densevis.errors import DensevisError
+
+#: Augmentations: the symmetries each one draws from (element k of the dihedral group D4 is
+#: ``k & 3`` quarter turns after an optional transpose when ``k & 4``). Every one of them maps a
+#: square to a square and a circle to a circle, so labels are kept.
+AUGMENTATIONS = {"none": (0,), "flips": (0, 2, 5, 7), "dihedral": tuple(range(8))}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (stored in the checkpoint as ``train_config``).
+
+    The defaults are the recipe behind the README's figures (``original`` at 128 px).
+    """
+
+    arch: str = "original"
+    epochs: int = 9
+    batch_size: int = 64
+    lr: float = 4e-3
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.5
+    augment: str = "dihedral"  # none | flips | dihedral
+    shift: int = 0  # random translation (px) on top of the symmetries: the "random crop"
+    class_weighted: bool = True  # as the original study: classes weighted by inverse frequency
+    ignore_hidden: float | None = 0.1  # no loss on positives showing at most this fraction of
+    # their square (0: only squares wholly inside circles; None: keep every image)
+    touching_weight: float = 3.0  # loss weight of positives whose square touches a circle
+    ema: float = 0.0  # decay of a weight average to validate and save instead; 0: none
+    recalibrate: int = 1024  # training images that re-estimate BatchNorm statistics; 0: none
+    shuffle_labels: bool = False  # train on a seeded permutation of the labels (the
+    # data-randomization sanity check: saliency of a model that learned nothing real)
+    patience: int = 5  # epochs without a better validation score before stopping early
+    seed: int = 0
+    max_minutes: float | None = None  # stop cleanly (keeping the best epoch) after this long
+    device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None leaves torch's setting
+    channels_last: bool = True  # faster convolutions on CPU
+
+    def validate(self) -> None:
+        checks = [(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+                  (self.batch_size >= 2,
+                   f"--batch-size must be at least 2 (got {self.batch_size})"),
+                  (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+                  (self.weight_decay >= 0, f"--weight-decay must not be negative "
+                   f"(got {self.weight_decay})"),
+                  (self.warmup_epochs >= 0, f"--warmup-epochs must not be negative "
+                   f"(got {self.warmup_epochs})"),
+                  (0 <= self.ema < 1, f"--ema must be in [0, 1) (got {self.ema})"),
+                  (self.ignore_hidden is None or 0 <= self.ignore_hidden < 1,
+                   f"--ignore-hidden must be in [0, 1) (got {self.ignore_hidden})"),
+                  (self.touching_weight >= 0, f"--touching-weight must not be negative "
+                   f"(got {self.touching_weight})"),
+                  (self.recalibrate >= 0, f"--recalibrate must not be negative "
+                   f"(got {self.recalibrate})"),
+                  (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; "
+                   f"valid: {', '.join(AUGMENTATIONS)}"),
+                  (self.shift >= 0, f"--shift must not be negative (got {self.shift})"),
+                  (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
+                  (self.seed >= 0, f"--seed must not be negative (got {self.seed})"),
+                  (self.max_minutes is None or self.max_minutes > 0,
+                   f"--max-minutes must be positive (got {self.max_minutes})"),
+                  (self.threads is None or self.threads >= 1,
+                   f"--threads must be at least 1 (got {self.threads})")]
+        for ok, message in checks:
+            if not ok:
+                raise DensevisError(message)

@@ -1,0 +1,290 @@
+"""Training: streamed batches, augmentations, learning, determinism, the checkpoint, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from densevis.batches import BatchStream, augment
+from densevis.cli import main
+from densevis.errors import DensevisError
+from densevis.model import load_checkpoint, read_checkpoint
+from densevis.recipe import AUGMENTATIONS, TrainConfig
+from densevis.evaluation import scene_geometry
+from densevis.model import build_model, preprocess
+from densevis.train import (_check_model_fits, grey_stem, loss_weights, lr_at,
+                            recalibrate_batchnorm, train, train_model, training_labels)
+from probes import ProbeSet, write_probe_set
+
+# A learnable task at 64 px in seconds: squares of 6-12 px among at most two circles.
+EASY = {"max_circles": 2, "min_side": 24}
+FAST = TrainConfig(epochs=4, lr=1e-2, warmup_epochs=0.2, ema=0.0, threads=1, patience=4)
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("easy")
+    write_probe_set(folder / "train.h5", "base", n=768, seed=0, size=64, params=EASY, workers=1)
+    write_probe_set(folder / "val.h5", "base", n=128, seed=1, size=64, params=EASY, workers=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(easy):
+    """A checkpoint trained through the command line."""
+    out = easy / "model.pt"
+    code = main(["train", "--data", str(easy / "train.h5"), "--val", str(easy / "val.h5"),
+                 "--out", str(out), "--epochs", str(FAST.epochs), "--lr", str(FAST.lr),
+                 "--warmup-epochs", str(FAST.warmup_epochs), "--ema", "0", "--threads", "1",
+                 "--quiet"])
+    assert code == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------- batches
+def test_an_epoch_streams_every_image_once_with_its_own_label(base_file):
+    probe = ProbeSet(base_file)
+    stream = BatchStream(probe, batch_size=10, seed=3, pool_chunks=1)
+    batches = list(stream.epoch(0))
+    index = np.concatenate([b[2] for b in batches])
+    assert sorted(index.tolist()) == list(range(len(probe)))
+    assert index.tolist() != list(range(len(probe))), "the order must be shuffled"
+    assert all(len(b[0]) == 10 for b in batches[:-1]) and len(batches) == len(stream)
+    for images, labels, rows in batches:
+        assert np.array_equal(images, probe.images[np.sort(rows)][np.argsort(np.argsort(rows))])
+        assert np.array_equal(labels, probe.labels[:][rows])
+
+
+def test_epoch_order_is_fixed_by_seed_and_epoch(base_file):
+    probe = ProbeSet(base_file)
+
+    def order(seed, epoch):
+        return np.concatenate([b[2] for b in BatchStream(probe, 16, seed).epoch(epoch)]).tolist()
+
+    assert order(0, 1) == order(0, 1)
+    assert order(0, 1) != order(0, 2) and order(0, 1) != order(1, 1)
+
+
+def _symmetries(image: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    rotations = [torch.rot90(image, k) for k in range(4)]
+    flips = [image, image.flip(0), image.flip(1), image.flip(0).flip(1)]
+    return {"none": [image], "flips": flips,
+            "dihedral": rotations + [torch.rot90(image.T, k) for k in range(4)]}
+
+
+@pytest.mark.parametrize("kind", list(AUGMENTATIONS))
+def test_augmentations_are_symmetries_of_the_square_and_cover_their_group(kind):
+    image = torch.arange(25, dtype=torch.uint8).reshape(5, 5)
+    images = image.expand(400, 5, 5).contiguous()
+    out = augment(images, torch.Generator().manual_seed(0), kind)
+    allowed = _symmetries(image)[kind]
+    found = {next(k for k, a in enumerate(allowed) if torch.equal(o, a)) for o in out}
+    assert found == set(range(len(allowed)))
+
+
+def test_shift_translates_with_zero_fill():
+    images = torch.full((50, 8, 8), 7, dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0), "none", shift=2)
+    assert out.shape == images.shape
+    assert set(out.unique().tolist()) == {0, 7}
+    assert all(int((o == 7).sum()) >= 36 for o in out)  # at most 2 rows and 2 columns lost
+
+
+def test_learning_rate_warms_up_then_decays():
+    rates = [lr_at(step, 100, 10, 1.0) for step in range(101)]
+    assert rates[9] == pytest.approx(1.0) and rates[100] == pytest.approx(0.0)
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def test_loss_weights_follow_classes_touching_and_hidden_squares(tmp_path):
+    crowded = write_probe_set(tmp_path / "c.h5", "base", n=48, seed=0, size=64, workers=1,
+                              params={"min_circles": 3, "min_diameter": 30, "max_side": 20})
+    probe = ProbeSet(crowded)
+    config = TrainConfig(touching_weight=3.0, ignore_hidden=0.1)
+    classes, per_image = loss_weights(probe, config)
+    labels = probe.labels[:]
+    assert classes.tolist() == pytest.approx([48 / (2 * (labels == 0).sum()),
+                                              48 / (2 * (labels == 1).sum())])
+    expected = []
+    for row, label in zip(scene_geometry(probe).itertuples(), labels):
+        if label == 1 and row.visible_px <= 0.1 * row.square_px:
+            expected.append(0.0)
+        elif label == 1 and row.touches_circle:
+            expected.append(3.0)
+        else:
+            expected.append(1.0)
+    assert per_image.tolist() == expected
+    assert {0.0, 1.0, 3.0} <= set(expected), "the case should exercise every weight"
+    _, plain = loss_weights(probe, dataclasses.replace(config, ignore_hidden=None,
+                                                       touching_weight=1.0))
+    assert plain.tolist() == [1.0] * len(probe)
+
+
+def test_grey_stem_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = build_model("original").eval()  # eval: BatchNorm does not amplify rounding
+    images = torch.randint(0, 256, (4, 32, 32), dtype=torch.uint8)
+    reference = model(preprocess(images))
+    reference.sum().backward()
+    expected = model.features.conv0.weight.grad.clone()
+    model.zero_grad()
+    with grey_stem(model) as applies:
+        assert applies
+        output = model(images.unsqueeze(1).float() / 255)
+    output.sum().backward()
+    assert torch.allclose(output, reference, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(model.features.conv0.weight.grad, expected, rtol=1e-4, atol=1e-6)
+    assert model(preprocess(images)).shape == (4, 2), "the usual forward is back"
+    with grey_stem(build_model("resnet18")) as applies:
+        assert not applies
+
+
+def test_recalibrated_batchnorm_holds_the_exact_statistics(base_file):
+    torch.manual_seed(0)
+    model = build_model("original")
+    images = ProbeSet(base_file).images[:40]
+    recalibrate_batchnorm(model, images, "cpu", channels_last=False, batch_size=20)
+    assert not model.training
+    with torch.no_grad():
+        features = model.features.conv0(preprocess(images))
+    norm = model.features.norm0
+    # a cumulative average over two batches of 20: batch means and unbiased variances
+    batches = (features[:20], features[20:])
+    means = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)
+    variances = torch.stack([b.var((0, 2, 3)) for b in batches]).mean(0)
+    assert torch.allclose(norm.running_mean, means, atol=1e-6)
+    assert torch.allclose(norm.running_var, variances, rtol=1e-4)
+    assert norm.momentum == 0.1, "the momentum is restored"
+
+
+# ------------------------------------------------------------------------------------ training
+def test_a_tiny_model_learns_far_above_chance(trained):
+    checkpoint = read_checkpoint(trained)
+    history = checkpoint["metrics"]["history"]
+    assert len(history) == FAST.epochs
+    # chance is 50% (the labels are balanced); 80% of 128 images by luck has p < 1e-11
+    assert checkpoint["metrics"]["best"]["val_accuracy"] >= 0.8
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_the_checkpoint_holds_the_best_epoch_its_history_and_config(trained, easy):
+    checkpoint = read_checkpoint(trained)
+    metrics = checkpoint["metrics"]
+    best = max(metrics["history"], key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert metrics["best"] == best and metrics["best_epoch"] == best["epoch"]
+    assert checkpoint["image_size"] == 64 and checkpoint["train_config"]["epochs"] == FAST.epochs
+    assert checkpoint["data"]["train"]["set"] == "base"
+    # the saved weights are the best epoch's: their validation accuracy is the recorded one
+    model, _ = load_checkpoint(trained)
+    val = ProbeSet(easy / "val.h5")
+    with torch.no_grad():
+        from densevis.evaluation import predict
+        logits = predict(model, val)
+    accuracy = float((logits.argmax(1) == val.labels[:]).mean())
+    assert accuracy == pytest.approx(best["val_accuracy"])
+
+
+def test_one_seed_gives_identical_weights_and_another_seed_does_not(easy):
+    config = dataclasses.replace(FAST, epochs=1, ema=0.99)
+    train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
+    runs = [train_model(train_set, val_set, dataclasses.replace(config, seed=seed),
+                        progress=False).model.state_dict() for seed in (5, 5, 6)]
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_shuffled_labels_are_a_permutation_and_teach_nothing(easy):
+    train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
+    config = dataclasses.replace(FAST, shuffle_labels=True, epochs=2)
+    labels = train_set.labels[:]
+    shuffled = training_labels(train_set, config)
+    assert sorted(shuffled) == sorted(labels) and (shuffled != labels).mean() > 0.3
+    assert np.array_equal(shuffled, training_labels(train_set, config)), "seeded"
+    served = {i: y for b in BatchStream(train_set, 64, 0, labels=shuffled).epoch(0)
+              for i, y in zip(b[2], b[1])}
+    assert [served[i] for i in range(len(labels))] == shuffled.tolist()
+    assert loss_weights(train_set, config)[1].tolist() == [1.0] * len(labels)
+    result = train_model(train_set, val_set, config, progress=False)
+    # no image explains its label any more: validation stays near chance (50%)
+    assert all(h["val_accuracy"] < 0.75 for h in result.history)
+
+
+def test_a_time_budget_stops_cleanly_and_keeps_a_model(easy, tmp_path):
+    config = dataclasses.replace(FAST, epochs=50, max_minutes=1e-6)
+    result = train(easy / "train.h5", easy / "val.h5", tmp_path / "m.pt", config, progress=False)
+    assert result.stopped == "time budget" and len(result.history) == 1
+    assert read_checkpoint(tmp_path / "m.pt")["metrics"]["stopped"] == "time budget"
+
+
+def test_a_model_too_deep_for_the_image_size_is_a_clear_error():
+    from densevis.model import build_model
+    with pytest.raises(DensevisError, match="cannot classify 16-px images"):
+        _check_model_fits(build_model("original"), "original", 16, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------- bad input
+def _train_cli(easy, out, *extra, data=None, val=None):
+    return main(["train", "--data", str(data or easy / "train.h5"),
+                 "--val", str(val or easy / "val.h5"), "--out", str(out), "--epochs", "1",
+                 "--threads", "1", "--quiet", *extra])
+
+
+def _one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("densevis train: error:"), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_missing_training_file(easy, tmp_path, capsys):
+    assert _train_cli(easy, tmp_path / "m.pt", data=tmp_path / "nope.h5") == 2
+    _one_line_error(capsys, "nope.h5", "not found")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_hdf5(easy, tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 50)
+    assert _train_cli(easy, tmp_path / "m.pt", val=bad) == 2
+    _one_line_error(capsys, "bad.h5", "not a readable HDF5 file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]
+
+
+def test_image_sizes_of_train_and_val_must_match(easy, tmp_path, capsys):
+    other = write_probe_set(tmp_path / "v80.h5", "base", n=8, seed=1, size=80, workers=1)
+    assert _train_cli(easy, tmp_path / "m.pt", val=other) == 2
+    _one_line_error(capsys, "64-px", "80-px", "--size")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_training_data_needs_both_labels(easy, probe_dir, tmp_path, capsys):
+    assert _train_cli(easy, tmp_path / "m.pt", data=probe_dir / "squares_only.h5") == 2
+    _one_line_error(capsys, "only label 1")
+
+
+def test_unknown_arch(easy, tmp_path, capsys):
+    assert _train_cli(easy, tmp_path / "m.pt", "--arch", "densenet9000") == 2
+    _one_line_error(capsys, "unknown arch 'densenet9000'")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--epochs", "0", "--epochs"), ("--batch-size", "1", "--batch-size"), ("--lr", "-1", "--lr"),
+    ("--ema", "1", "--ema"), ("--max-minutes", "0", "--max-minutes")])
+def test_bad_settings(easy, tmp_path, capsys, flag, value, message):
+    assert _train_cli(easy, tmp_path / "m.pt", flag, value) == 2
+    _one_line_error(capsys, message)
+
+
+def test_existing_output_needs_force_and_is_left_untouched(easy, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"precious")
+    assert _train_cli(easy, out) == 2
+    _one_line_error(capsys, "exists", "--force")
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
