@@ -4,8 +4,9 @@ Each set is registered with a one-line description, a parameter dataclass and a 
 turns one random generator into one *unit*: a single scene, or for ``pairs`` the eight edits of one
 scene. Geometry parameters are stated at the reference size of 256 px and scaled by
 ``size / 256`` (minimum sizes round up, maximum sizes round down, so a scaled range never leaves
-the original one). Circle diameters and square sides never go below 4 px: a digital disk under
-4 px is a filled square.
+the original one), but circle diameters never go below 4 px (a digital disk under 4 px is a filled
+square) and square sides never below 5 px (so circles smaller than every square exist at any
+size); images are at least 32 px.
 
 Examples
 --------
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 
@@ -28,7 +29,9 @@ from .errors import ProbeError
 from .scene import Shape, circle_at, square_at
 
 REFERENCE_SIZE = 256
-MIN_SHAPE_PX = 4  # the smallest disk that is not a filled square
+MIN_CIRCLE_PX = 4  # the smallest digital disk that is not a filled square
+MIN_SQUARE_PX = 5  # above the smallest circle, so small circles exist at every size
+MIN_SIZE = 32  # image side below which the shapes would fill the image
 
 
 # ---------------------------------------------------------------------------------------- params
@@ -36,7 +39,6 @@ MIN_SHAPE_PX = 4  # the smallest disk that is not a filled square
 class CircleParams:
     """Filled circles placed as in the original study (256-px units)."""
 
-    SMALLEST_DIAMETER_PX: ClassVar[int] = MIN_SHAPE_PX
     min_circles: int = 0
     max_circles: int = 9
     min_diameter: int = 10
@@ -80,7 +82,6 @@ class LargeSquaresParams(CircleParams, SquareParams):
 
 @dataclass(frozen=True)
 class SmallCirclesParams(CircleParams):
-    SMALLEST_DIAMETER_PX: ClassVar[int] = 1  # dots are the point of this set
     min_circles: int = 1
     min_diameter: int = 4
     max_diameter: int = 9  # below the smallest base square (10)
@@ -99,6 +100,14 @@ class SquaresOnlyParams(SquareParams):
 
 
 @dataclass(frozen=True)
+class MixedParams(CircleParams, SquareParams, LineParams):
+    min_diameter: int = 4  # small circles (below the smallest square) and base-size ones
+    max_lines: int = 2
+    square_rate: float = 0.5  # each cue independent of the others
+    line_rate: float = 0.5
+
+
+@dataclass(frozen=True)
 class PairsParams(CircleParams, SquareParams):
     line_width: int = 2  # outline band and loose sides
     gap_fraction: float = 0.15  # corner gap of the loose sides, as a fraction of the side
@@ -106,7 +115,8 @@ class PairsParams(CircleParams, SquareParams):
 
 # -------------------------------------------------------------------------------------- geometry
 def _scaled_range(name: str, lo: float, hi: float, scale: float, size: int, floor: int = 1):
-    lo_px, hi_px = max(floor, math.ceil(lo * scale - 1e-9)), math.floor(hi * scale + 1e-9)
+    lo_px = max(floor, math.ceil(lo * scale - 1e-9))
+    hi_px = max(floor, math.floor(hi * scale + 1e-9))
     if lo_px > hi_px:
         raise ProbeError(
             f"size {size} is too small for the geometry: {name} {lo}-{hi} (at 256 px) scales to an "
@@ -143,10 +153,10 @@ def _make_geometry(params, size: int) -> Geometry:
             raise ProbeError("corner_low must be below corner_high; fix the --param values")
     if hasattr(params, "min_diameter"):
         values["diameter"] = _scaled_range("diameter", params.min_diameter, params.max_diameter,
-                                           scale, size, params.SMALLEST_DIAMETER_PX)
+                                           scale, size, MIN_CIRCLE_PX)
     if hasattr(params, "min_side"):
         values["side"] = _scaled_range("side", params.min_side, params.max_side, scale, size,
-                                       MIN_SHAPE_PX)
+                                       MIN_SQUARE_PX)
     if hasattr(params, "min_length"):
         values["length"] = _scaled_range("length", params.min_length, params.max_length, scale,
                                          size, 2)
@@ -217,6 +227,16 @@ def _circles_only(rng, p: CircleParams, g: Geometry) -> list[list[Shape]]:
 
 def _squares_only(rng, p: SquaresOnlyParams, g: Geometry) -> list[list[Shape]]:
     return [[_square(rng, g.side, g, p.intensity)]]
+
+
+def _mixed(rng, p: MixedParams, g: Geometry) -> list[list[Shape]]:
+    shapes = _circles(rng, p, g)
+    if rng.random() < p.line_rate:
+        count = int(rng.integers(p.min_lines, p.max_lines + 1))
+        shapes.extend(_line(rng, p, g, p.intensity) for _ in range(count))
+    if rng.random() < p.square_rate:
+        shapes.append(_square(rng, g.side, g, p.intensity))
+    return [shapes]
 
 
 PAIR_VARIANTS = ("original", "removed", "circle", "outline", "sides", "half", "double", "moved")
@@ -318,8 +338,9 @@ class ProbeSetSpec:
 
     def geometry(self, size: int, params=None) -> Geometry:
         """Pixel ranges at ``size``; raises :class:`ProbeError` when they cannot be drawn."""
-        if size < 16:
-            raise ProbeError(f"size {size} is too small; use --size 16 or more (256 is the original)")
+        if size < MIN_SIZE:
+            raise ProbeError(f"size {size} is too small for the geometry; use --size {MIN_SIZE} or "
+                             f"more (256 is the original)")
         params = params if params is not None else self.params_type()
         geometry = _make_geometry(params, size)
         if self.check is not None:
@@ -376,6 +397,9 @@ SETS: dict[str, ProbeSetSpec] = {spec.name: spec for spec in (
                  CirclesOnlyParams, _circles_only),
     ProbeSetSpec("squares_only", "control: one base square, no circles (label 1)",
                  SquaresOnlyParams, _squares_only),
+    ProbeSetSpec("mixed", "circles of diameter 4-49, a base square and 1-2 lines, each cue "
+                 "independent: training data for planted-cue models (relabel by rule)",
+                 MixedParams, _mixed),
     ProbeSetSpec("pairs", "8 edits of one base positive scene, linked by base_index: original, "
                  "removed, equal-area circle, outline, loose sides, x0.5, x2, moved",
                  PairsParams, _pairs, variants=PAIR_VARIANTS, check=_check_pairs),

@@ -95,8 +95,10 @@ def test_base_geometry_scales_with_size(seed, size):
     probe = _generate("base", 30, seed, size)
     objects = probe.objects()
     scale = size / 256
-    low, high = max(4, math.ceil(10 * scale - 1e-9)), math.floor(49 * scale + 1e-9)
-    assert objects["size"].between(low, high).all()
+    high = math.floor(49 * scale + 1e-9)
+    for kind, floor in (("circle", 4), ("square", 5)):
+        sizes = objects.loc[objects["kind"] == kind, "size"]
+        assert sizes.between(max(floor, math.ceil(10 * scale - 1e-9)), high).all()
     assert objects.groupby("image").apply(lambda g: (g.kind == "square").sum()).max() <= 1
     counts = objects.query("kind == 'circle'").groupby("image").size()
     assert counts.max() <= 9

@@ -1,23 +1,27 @@
 """The study's hypotheses as tests on the tidy metrics table (and the sanity-check similarities).
 
 Each function returns hypothesis rows (one per statistic, method and layer; uncorrected: ``adjust``
-them across the family you declare, see :func:`run_all`). Margins are the smallest effects that
-matter (:data:`MARGINS`); the verdict rule is :data:`densevis.analysis.stats.VERDICT_RULE`.
+them across the family you declare, see :func:`run_all`). A statistic's ``role`` is primary (a
+direct consequence; primaries decide the ``overall`` verdict) or secondary (reported only).
+Margins are the smallest effects that matter (:data:`MARGINS`); the verdict rule is
+:data:`densevis.analysis.stats.VERDICT_RULE`.
 
 ``localizes_square`` (per method and layer; on the base set's images with a square, or on
     ``squares_only`` / ``large_squares`` when the base set is not scored)
     ``mass_minus_area > 0``, ``density_ratio > 1``, and ``mass_minus_area`` above each null
     baseline's on the same images (paired).
-``edge_detector``
-    maps: ``line_mass > circle_mass`` on ``lines_only`` (paired per image) and
-    ``edge_interior_ratio > 1`` on the square set; behaviour (method ``model``): the logit margin
-    is higher on ``lines_only`` than on square-free controls, and on ``pairs`` the loose ``sides``
-    and the ``outline`` keep more of the square's evidence than removing it does.
-``small_object_detector``
-    maps: ``smallest_object_mass > square_mass`` on the square set and ``circle_mass >
-    square_mass`` on ``large_squares`` (there the circles are the small things); behaviour:
-    small circles raise the margin over square-free controls, large squares lower it below base
-    squares, doubling a square lowers it and halving keeps more than doubling.
+``edge_detector`` (would a line alone do?)
+    primary: the model's logit margin is higher on ``lines_only`` than on square-free controls,
+    and on ``pairs`` the loose ``sides`` keep more of the square's evidence than removing it;
+    maps: ``line_mass > circle_mass`` on ``lines_only`` (paired per image). Secondary:
+    ``edge_interior_ratio > 1`` on the base set, and the ``outline`` keeping more than removing
+    (a square detector may answer to an outline too).
+``small_object_detector`` (is the square just the smallest thing?)
+    primary: small circles raise the margin over square-free controls; maps:
+    ``smallest_object_mass > square_mass`` on the base set. Secondary (confounded by the circles
+    around the square): large squares lower the margin below base squares, doubling a square
+    lowers it, halving keeps more than doubling; ``circle_mass > square_mass`` on
+    ``large_squares``.
 ``passes_randomization`` (per method and layer)
     at full cascading randomization (and for the shuffled-label model) the maps' similarity to
     the original's is below a threshold: a method that fails does not explain the model.
@@ -54,7 +58,12 @@ MODEL = "model"  # the method name of behaviour rows (from logits)
 SQUARE_SETS = ("base", "squares_only", "large_squares")
 COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high", "p_value",
            "p_adjusted", "verdict", "n", "rank_biserial", "test", "direction", "null", "margin",
-           "alpha", "paired", "family", "sets", "rule", "note"]
+           "alpha", "paired", "family", "role", "sets", "rule", "note"]
+#: A ``primary`` statistic is a direct consequence of the hypothesis and decides the ``overall``
+#: verdict; a ``secondary`` one is a weaker or confounded consequence, reported beside it (e.g.
+#: a square detector may also answer to a square's outline, so ``outline > removed`` cannot
+#: tell it from an edge detector).
+ROLES = ("primary", "secondary")
 
 
 def _series(metrics: pd.DataFrame, set_name: str, metric: str, method: str = MODEL,
@@ -71,9 +80,9 @@ def _explained(metrics: pd.DataFrame, set_name: str, metric: str) -> list[tuple[
     return sorted(set(zip(rows["method"], rows["layer"])))
 
 
-def _row(hypothesis, method, layer, statistic, sets, result) -> dict:
+def _row(hypothesis, method, layer, statistic, sets, result, role: str) -> dict:
     return {"hypothesis": hypothesis, "method": method, "layer": layer, "statistic": statistic,
-            "family": hypothesis, "sets": sets, **result}
+            "family": hypothesis, "role": role, "sets": sets, **result}
 
 
 class _Tester:
@@ -83,23 +92,25 @@ class _Tester:
         self.hypothesis, self.rows = hypothesis, []
         self.options = dict(alpha=alpha, test=test, seed=seed)
 
-    def one(self, method, layer, statistic, sets, values, **kw) -> None:
+    def one(self, method, layer, statistic, sets, values, role="primary", **kw) -> None:
         if len(values):
             self.rows.append(_row(self.hypothesis, method, layer, statistic, sets,
-                                  test_hypothesis(values.to_numpy(), **kw, **self.options)))
+                                  test_hypothesis(values.to_numpy(), **kw, **self.options), role))
 
-    def paired(self, method, layer, statistic, sets, a: pd.Series, b: pd.Series, **kw) -> None:
+    def paired(self, method, layer, statistic, sets, a: pd.Series, b: pd.Series,
+               role="primary", **kw) -> None:
         a, b = a.align(b, join="inner")
         if len(a):
             self.rows.append(_row(self.hypothesis, method, layer, statistic, sets,
                                   test_hypothesis(a.to_numpy(), b.to_numpy(), paired=True, **kw,
-                                                  **self.options)))
+                                                  **self.options), role))
 
-    def unpaired(self, statistic, sets, a: pd.Series, b: pd.Series, **kw) -> None:
+    def unpaired(self, statistic, sets, a: pd.Series, b: pd.Series, role="primary",
+                 **kw) -> None:
         if len(a) and len(b):
             self.rows.append(_row(self.hypothesis, MODEL, "", statistic, sets,
                                   test_hypothesis(a.to_numpy(), b.to_numpy(), paired=False, **kw,
-                                                  **self.options)))
+                                                  **self.options), role))
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -164,16 +175,16 @@ def edge_detector(metrics: pd.DataFrame, square_set: str | None = None,
     for method, layer in _explained(metrics, square_set, "edge_interior_ratio"):
         tester.one(method, layer, "edge_interior_ratio > 1", square_set,
                    _series(metrics, square_set, "edge_interior_ratio", method, layer), null=1.0,
-                   margin=margins["ratio"])
+                   margin=margins["ratio"], role="secondary")
     lines = _series(metrics, "lines_only", "logit_margin")
     control, control_set = _control(metrics, "circles_only", "base", 0)
     tester.unpaired("logit_margin: lines_only > square-free control", f"lines_only, {control_set}",
                     lines, control, margin=margins["logit"])
     removed = _series(metrics, "pairs", "logit_delta_removed")
-    for variant in ("sides", "outline"):
+    for variant, role in (("sides", "primary"), ("outline", "secondary")):
         tester.paired(MODEL, "", f"logit_delta_{variant} > logit_delta_removed", "pairs",
                       _series(metrics, "pairs", f"logit_delta_{variant}"), removed,
-                      margin=margins["logit"])
+                      margin=margins["logit"], role=role)
     return tester.frame()
 
 
@@ -193,7 +204,7 @@ def small_object_detector(metrics: pd.DataFrame, square_set: str | None = None,
         tester.paired(method, layer, "circle_mass > square_mass", "large_squares",
                       _series(metrics, "large_squares", "circle_mass", method, layer),
                       _series(metrics, "large_squares", "square_mass", method, layer),
-                      margin=margins["area_mass"])
+                      margin=margins["area_mass"], role="secondary")
     small = _series(metrics, "small_circles", "logit_margin")
     control, control_set = _control(metrics, "circles_only", "base", 0)
     tester.unpaired("logit_margin: small_circles > square-free control",
@@ -204,12 +215,13 @@ def small_object_detector(metrics: pd.DataFrame, square_set: str | None = None,
         squares, squares_set = _series(metrics, "squares_only", "logit_margin"), "squares_only"
     tester.unpaired("logit_margin: large_squares < base-size squares",
                     f"large_squares, {squares_set}", large, squares, direction="less",
-                    margin=margins["logit"])
+                    margin=margins["logit"], role="secondary")
     double = _series(metrics, "pairs", "logit_delta_double")
     tester.one(MODEL, "", "logit_delta_double < 0", "pairs", double, direction="less",
-               margin=margins["logit"])
+               margin=margins["logit"], role="secondary")
     tester.paired(MODEL, "", "logit_delta_half > logit_delta_double", "pairs",
-                  _series(metrics, "pairs", "logit_delta_half"), double, margin=margins["logit"])
+                  _series(metrics, "pairs", "logit_delta_half"), double, margin=margins["logit"],
+                  role="secondary")
     return tester.frame()
 
 
@@ -239,21 +251,26 @@ def passes_randomization(similarity: pd.DataFrame, metric: str = "spearman_abs",
 
 
 def overall(table: pd.DataFrame) -> pd.DataFrame:
-    """One ``overall`` row per (hypothesis, method, layer): the intersection-union verdict.
+    """One ``overall`` row per (hypothesis, method, layer): the intersection-union verdict of
+    its primary statistics.
 
-    Supported iff every statistic is supported, rejected iff any is rejected; its p-values are
-    the largest of its parts (the intersection-union test's p-value).
+    Supported iff every primary statistic is supported, rejected iff any is rejected; its
+    p-values are the largest of those parts (the intersection-union test's p-value). Secondary
+    statistics are reported but do not decide.
     """
     rows = []
     for (hypothesis, method, layer), group in table.groupby(["hypothesis", "method", "layer"],
                                                             sort=False):
+        primary = group[group["role"] != "secondary"]
+        deciding = primary if len(primary) else group
         rows.append({"hypothesis": hypothesis, "method": method, "layer": layer,
-                     "statistic": "overall", "p_value": group["p_value"].max(),
-                     "p_adjusted": group["p_adjusted"].max(),
-                     "verdict": combine_verdicts(group["verdict"]),
-                     "family": group["family"].iloc[0], "test": "intersection-union",
-                     "rule": "supported iff every statistic is; rejected iff any is",
-                     "sets": ", ".join(sorted(set(group["sets"])))})
+                     "statistic": "overall", "p_value": deciding["p_value"].max(),
+                     "p_adjusted": deciding["p_adjusted"].max(),
+                     "verdict": combine_verdicts(deciding["verdict"]),
+                     "family": group["family"].iloc[0], "role": "overall",
+                     "test": "intersection-union",
+                     "rule": "supported iff every primary statistic is; rejected iff any is",
+                     "sets": ", ".join(sorted(set(deciding["sets"])))})
     return pd.DataFrame(rows, columns=table.columns)
 
 

@@ -1,55 +1,51 @@
-"""Run the densevis pipeline end to end into a new run folder.
+"""Run an experiment end to end: generate -> train (or load) -> evaluate -> explain -> analyze ->
+sanity checks -> report, into a new run folder under --out.
 
-What runs today: probe generation of the default sets (base train/validation and every
-counterfactual set). Training, explaining, analysis and the report join this command as they land.
-A run never overwrites an earlier one: each goes to a new folder under --out.
+Without SPEC, the embedded default (experiments/default.toml) runs: the original study's
+questions (square, edge or small-object detector? do the maps pass the randomization checks?).
+Each stage's output is cached in OUT/.cache by a hash of its inputs: a rerun skips finished
+work, and a run killed mid-way resumes. A finished run folder is never overwritten.
 
 examples:
-  densevis run
-  densevis run --out reports --size 128 --seed 1
+  densevis run                          # the default experiment (about 6 minutes on 2 cores)
+  densevis run --quick --out reports    # the same design, small (about a minute)
+  densevis run experiments/my.toml --out reports
+  torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
+  pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-HELP = "run the pipeline end to end (today: generate the default probe sets)"
-
-#: (file stem, set, number of units) of the default run.
-DEFAULT_SETS = (
-    ("train", "base", 10000), ("val", "base", 1000), ("lines_only", "lines_only", 500),
-    ("large_squares", "large_squares", 500), ("small_circles", "small_circles", 500),
-    ("circles_only", "circles_only", 500), ("squares_only", "squares_only", 500),
-    ("pairs", "pairs", 100),
-)
+HELP = "run an experiment end to end (default: the original study's questions) into a report"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="reports", help="folder that receives the run folder "
-                        "(default: reports)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; set k uses seed+k")
+    parser.add_argument("spec", nargs="?", metavar="SPEC",
+                        help="experiment spec .toml (default: the embedded default.toml)")
+    parser.add_argument("--quick", action="store_true",
+                        help="apply the spec's [quick] overrides (a small, fast run)")
+    parser.add_argument("--out", default="reports",
+                        help="folder of run folders, with the stage cache in OUT/.cache "
+                             "(default: reports)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="under torchrun: shard explain and analyze over the processes "
+                             "(the other stages run on rank 0)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevis.errors import DensevisError
-    from probes import write_probe_set
+    from densevis.distributed import RankFailure, report
+    from densevis.experiment import load_spec, run_experiment
 
-    root = Path(args.out)
-    if root.exists() and not root.is_dir():
-        raise DensevisError(f"--out {root} is a file; give a folder")
-    run_dir = root / time.strftime("run-%Y%m%d-%H%M%S")
-    suffix = 1
-    while run_dir.exists():
-        run_dir = root / f"{time.strftime('run-%Y%m%d-%H%M%S')}-{suffix}"
-        suffix += 1
-    data = run_dir / "data"
-    data.mkdir(parents=True)
-    for k, (stem, set_name, n) in enumerate(DEFAULT_SETS):
-        path = write_probe_set(data / f"{stem}.h5", set_name, n=n, seed=args.seed + k,
-                               size=args.size, progress=True)
-        print(f"generated {path}")
-    print(f"run folder: {run_dir}")
+    spec = load_spec(args.spec, quick=args.quick)
+    try:
+        run_dir = run_experiment(spec, args.out, distributed=args.distributed)
+    except RankFailure as exc:
+        return report("run", exc)
+    from densevis.distributed import world_from_env
+
+    if world_from_env().rank == 0:
+        print(f"run folder: {run_dir}")
+        print(f"report: {run_dir / 'report.html'}")
     return 0

@@ -1,0 +1,119 @@
+"""``densevis run``: generate -> train (or load) -> evaluate -> explain -> analyze -> sanity ->
+report, each stage cached by a hash of its inputs.
+
+Under torchrun (``densevis run --distributed``) explain and analyze are sharded over the ranks
+(:mod:`densevis.shards`); the other stages run on rank 0 while the others wait.
+
+A rerun skips finished stages; a run killed mid-way resumes from them and, every stage being
+deterministic, ends with the same tables. The run folder is built under a temporary name and
+renamed when complete, so a finished run is never overwritten and no half run is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from densevis.errors import DensevisError
+from densevis.experiment.cache import StageCache, stage_key
+from densevis.experiment.spec import ExperimentSpec
+
+PAIR_IMAGES = 8  # images per pairs scene
+
+
+@dataclass
+class Stages:
+    """What the stages produced; paths are cache entries."""
+
+    data: dict[str, Path] = field(default_factory=dict)  # role -> probe file
+    data_keys: dict[str, str] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    model_key: str = ""
+    shuffled_checkpoint: Path | None = None  # the data-randomization model
+    shuffled_key: str = ""
+    maps: dict[str, Path] = field(default_factory=dict)  # set -> maps file
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: dict[str, bool] = field(default_factory=dict)
+
+
+class Runner:
+    """Runs one spec into ``out`` (run folders) with its cache in ``out/.cache``."""
+
+    def __init__(self, spec: ExperimentSpec, out: str | Path = "reports", progress: bool = True,
+                 echo=print, distributed: bool = False):
+        from densevis.distributed import world_from_env
+
+        self.spec, self.out, self.progress, self.echo = spec, Path(out), progress, echo
+        self.world = world_from_env()
+        if distributed and not self.world.sharded:
+            raise DensevisError("--distributed needs several processes: start the run with "
+                                "torchrun --nproc_per_node N -m densevis run --distributed ...")
+        if self.out.exists() and not self.out.is_dir():
+            raise DensevisError(f"--out {self.out} is a file; give a folder for run folders")
+        self.cache = StageCache(self.out / ".cache")
+        self.stages = Stages()
+
+    # ---------------------------------------------------------------------------------- driver
+    def run(self) -> Path:
+        from densevis.distributed import init_process_group, main_only
+        from densevis.experiment import steps
+        from densevis.model import resolve_device
+        from densevis.report.build import write_run
+
+        plan = [("generate", steps.generate), ("train", steps.train),
+                ("evaluate", steps.evaluate), ("explain", steps.explain),
+                ("analyze", steps.analyze), ("sanity", steps.sanity),
+                ("hypotheses", steps.hypotheses)]
+        if self.world.sharded:
+            init_process_group(self.world, resolve_device(self.spec.saliency.device).type)
+        for number, (name, step) in enumerate(plan, 1):
+            start = time.perf_counter()
+            cached = self._run_step(name, step, main_only)
+            seconds = time.perf_counter() - start
+            self.stages.seconds[name], self.stages.cached[name] = seconds, bool(cached)
+            self.say(f"[{number}/{len(plan) + 1}] {name}: {'cached' if cached else 'done'} "
+                     f"({seconds:.1f} s)")
+        start = time.perf_counter()
+        run_dir = Path(main_only("report", lambda: write_run(self)))
+        self.say(f"[{len(plan) + 1}/{len(plan) + 1}] report: {run_dir} "
+                 f"({time.perf_counter() - start:.1f} s)")
+        return run_dir
+
+    def _run_step(self, name: str, step, main_only) -> bool:
+        """A step on every rank: explain and analyze shard their work themselves; the others run
+        on rank 0, then on the other ranks, which find the output cached and only read it."""
+        if not self.world.sharded or name in ("explain", "analyze"):
+            return step(self)
+        cached = main_only(name, lambda: step(self))
+        if self.world.rank != 0:
+            step(self)
+        return cached
+
+    def say(self, line: str) -> None:
+        if self.world.rank == 0:
+            self.echo(line)
+
+    def key(self, stage: str, **inputs) -> str:
+        return stage_key(stage, **inputs)
+
+
+def run_experiment(spec: ExperimentSpec, out: str | Path = "reports", progress: bool = True,
+                   echo=print, distributed: bool = False) -> Path:
+    """Run ``spec`` into a new run folder under ``out``; return the folder.
+
+    Examples
+    --------
+    >>> from densevis.experiment.spec import load_spec
+    >>> run_dir = run_experiment(load_spec(quick=True), "reports")   # doctest: +SKIP
+    """
+    return Runner(spec, out, progress, echo, distributed).run()
+
+
+def spec_values(spec: ExperimentSpec) -> dict:
+    """The spec as plain data (for keys and provenance)."""
+    return dataclasses.asdict(spec)

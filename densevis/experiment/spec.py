@@ -1,0 +1,306 @@
+"""Experiment specs: TOML files validated against typed dataclasses.
+
+A spec states everything a run does: data (image size, images per set, seed), model (arch and
+training, or an existing checkpoint), probe sets, saliency methods and layers, metrics, sanity
+checks, hypotheses and outputs. A ``[quick]`` table holds overrides applied by
+``densevis run --quick`` (same structure as the spec, e.g. ``[quick.data] size = 64``).
+
+Every problem is reported with the key, the file and the line, e.g.
+``experiments/x.toml line 4: unknown key 'data.sise'; valid: images_per_set, seed, size, ...``.
+
+Examples
+--------
+>>> spec = parse_spec('[data]\\nsize = 64\\n[model]\\narch = "original"\\n', "inline.toml")
+>>> spec.data.size, spec.model.arch
+(64, 'original')
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from densevis.errors import DensevisError
+
+DEFAULT_SPEC = Path(__file__).resolve().parent / "default.toml"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    size: int = 128  # image side in pixels
+    seed: int = 0
+    train: int = 10000  # base images to train on
+    val: int = 1000  # held-out base images
+    images_per_set: int = 200  # images of each probe set that are explained and analysed
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str = "original"
+    checkpoint: str | None = None  # use this checkpoint instead of training
+    epochs: int | None = None  # None: the trainer's default
+    max_minutes: float | None = None  # training time budget
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProbesSpec:
+    sets: list[str] = field(default_factory=lambda: ["base", "lines_only", "large_squares",
+                                                     "small_circles", "pairs"])
+    params: dict = field(default_factory=dict)  # set -> {param: value}
+
+
+@dataclass(frozen=True)
+class SaliencySpec:
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "guided", "gradcam",
+                                                        "guided_gradcam"])
+    layers: list[str] = field(default_factory=lambda: ["all"])
+    params: dict = field(default_factory=dict)  # method -> {param: value}
+    method_layers: dict = field(default_factory=dict)  # method -> its own layers
+    batch_size: int = 32
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SanitySpec:
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "guided", "gradcam"])
+    layers: list[str] = field(default_factory=lambda: ["denseblock4"])  # of the layer methods
+    images: int = 32
+    cascading: bool = True
+    independent: bool = True
+    data_randomization: bool = True
+    data_randomization_epochs: int = 2
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    metrics: list[str] = field(default_factory=lambda: ["all"])
+    baselines: list[str] = field(default_factory=lambda: ["random", "sobel", "center"])
+    sanity: SanitySpec = field(default_factory=SanitySpec)
+    bootstrap: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HypothesisSpec:
+    """A built-in hypothesis (localizes_square, edge_detector, small_object_detector,
+    passes_randomization) or a custom one: ``statistic`` (a metric) on ``set`` lies on
+    ``direction`` of ``threshold``, per method and layer."""
+
+    name: str
+    statistic: str = ""  # built-ins: keep only this statistic (passes_randomization: the
+    #                      similarity measure); custom: the metric tested
+    direction: str = "greater"
+    threshold: float | None = None  # custom: the null value; passes_randomization: similarity
+    margin: float | None = None  # smallest meaningful effect (for "rejected")
+    alpha: float = 0.05
+    family: str = ""  # Holm-corrected together; default: the hypothesis' name
+    set: str = ""  # custom hypotheses: the probe set
+    methods: list[str] = field(default_factory=list)  # keep only these (default: all)
+    layers: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutputsSpec:
+    figures: bool = True
+    panels_per_set: int = 2
+    html: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str = "experiment"
+    description: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    probes: ProbesSpec = field(default_factory=ProbesSpec)
+    saliency: SaliencySpec = field(default_factory=SaliencySpec)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    hypotheses: list[HypothesisSpec] = field(default_factory=list)
+    outputs: OutputsSpec = field(default_factory=OutputsSpec)
+    quick: dict = field(default_factory=dict)
+    source: str = ""  # the file it was read from (not a TOML key)
+
+    def to_dict(self) -> dict:
+        """Plain data (for hashing and provenance), without ``source`` and ``quick``."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        data.pop("quick")
+        return data
+
+
+# ------------------------------------------------------------------------------------- loading
+def load_spec(path: str | Path | None = None, quick: bool = False) -> ExperimentSpec:
+    """Read and validate a spec file (the embedded default when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_SPEC
+    if not path.is_file():
+        raise DensevisError(f"experiment spec {path} not found; give a .toml file such as "
+                            f"experiments/default.toml")
+    return parse_spec(path.read_text(), str(path), quick=quick, base_dir=path.parent)
+
+
+def parse_spec(text: str, source: str = "<spec>", quick: bool = False,
+               base_dir: Path | None = None) -> ExperimentSpec:
+    """Validate TOML ``text`` as an :class:`ExperimentSpec`; ``quick`` applies ``[quick]``."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DensevisError(f"{source}: not valid TOML ({exc})") from None
+    locate = _Locator(text, source)
+    raw.pop("source", None)
+    if quick and "quick" in raw:
+        overrides = raw["quick"]
+        _check(ExperimentSpec, {k: v for k, v in overrides.items()}, "quick.", locate,
+               partial=True)
+        raw = _merge(raw, overrides)
+    spec = _build(ExperimentSpec, raw, "", locate)
+    spec = dataclasses.replace(spec, source=source)
+    _check_semantics(spec, locate, base_dir)
+    return spec
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class _Locator:
+    """Line numbers of dotted keys in TOML text (for error messages)."""
+
+    def __init__(self, text: str, source: str):
+        self.source = source
+        self.lines: dict[str, int] = {}
+        table, counts = "", {}
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.split("#", 1)[0].strip()
+            header = re.fullmatch(r"\[\[\s*([\w.\-\"]+)\s*\]\]", stripped)
+            if header:
+                name = header.group(1).replace('"', "")
+                table = f"{name}[{counts.get(name, 0)}]"
+                counts[name] = counts.get(name, 0) + 1
+                self.lines.setdefault(table, number)
+                continue
+            header = re.fullmatch(r"\[\s*([\w.\-\"]+)\s*\]", stripped)
+            if header:
+                table = header.group(1).replace('"', "")
+                self.lines.setdefault(table, number)
+                continue
+            assignment = re.match(r"([\w.\-\"]+)\s*=", stripped)
+            if assignment:
+                key = assignment.group(1).replace('"', "")
+                self.lines.setdefault(f"{table}.{key}" if table else key, number)
+
+    def where(self, dotted: str) -> str:
+        probe = dotted
+        while probe:
+            if probe in self.lines:
+                return f"{self.source} line {self.lines[probe]}"
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        return self.source
+
+    def error(self, dotted: str, message: str) -> DensevisError:
+        return DensevisError(f"{self.where(dotted)}: key '{dotted}' {message}")
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            dict: "a table"}.get(hint, str(hint))
+
+
+def _convert(hint, value, dotted: str, locate: _Locator):
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(options[0], value, dotted, locate)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise locate.error(dotted, f"must be a table, got {type(value).__name__}")
+        return _build(hint, value, dotted + ".", locate)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str) and item is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise locate.error(dotted, f"must be {_type_name(hint)}, got {type(value).__name__}")
+        return [_convert(item, v, f"{dotted}[{k}]" if dataclasses.is_dataclass(item) else dotted,
+                         locate) for k, v in enumerate(value)]
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str), dict: isinstance(value, dict)}.get(hint, True)
+    if not ok:
+        raise locate.error(dotted, f"must be {_type_name(hint)}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def _check(cls, raw: dict, prefix: str, locate: _Locator, partial: bool = False) -> None:
+    """Unknown keys and types of ``raw`` against ``cls`` (no defaults needed when partial)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    for key, value in raw.items():
+        dotted = prefix + key
+        if key not in names or (partial and key == "quick"):
+            raise locate.error(dotted, f"is unknown; valid: {', '.join(sorted(names))}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict) and partial:
+            _check(hint, value, dotted + ".", locate, partial=True)
+        elif not partial:
+            _convert(hint, value, dotted, locate)
+
+
+def _build(cls, raw: dict, prefix: str, locate: _Locator):
+    _check(cls, raw, prefix, locate)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            values[f.name] = _convert(hints[f.name], raw[f.name], prefix + f.name, locate)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise locate.error(prefix + f.name, "is missing; it is required")
+    return cls(**values)
+
+
+def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | None) -> None:
+    """Checks beyond types: positive sizes, known sets, readable files."""
+    from probes import SETS
+
+    for key in ("size", "train", "val", "images_per_set"):
+        if getattr(spec.data, key) < 1:
+            raise locate.error(f"data.{key}", "must be positive")
+    for name in spec.probes.sets:
+        if name not in SETS:
+            raise locate.error("probes.sets", f"names unknown probe set {name!r}; valid: "
+                                              f"{', '.join(SETS)}")
+    for name in spec.probes.params:
+        if name not in SETS:
+            raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "
+                                                        f"{', '.join(SETS)}")
+    if spec.model.checkpoint is not None:
+        path = Path(spec.model.checkpoint)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise locate.error("model.checkpoint", f"names a missing file {path}")
+    for k, hypothesis in enumerate(spec.hypotheses):
+        if hypothesis.direction not in ("greater", "less"):
+            raise locate.error(f"hypotheses[{k}].direction", "must be 'greater' or 'less'")
+        if not 0 < hypothesis.alpha < 1:
+            raise locate.error(f"hypotheses[{k}].alpha", "must be between 0 and 1")

@@ -1,0 +1,270 @@
+"""The stages of a run, each ``step(runner) -> cached`` (True when nothing had to be computed).
+
+Each stage reads what earlier stages put in ``runner.stages`` and adds its own output; outputs go
+to the stage cache atomically, and tables are always read back from their cached CSV so a
+resumed run and an uninterrupted one continue from identical values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from densevis.errors import DensevisError
+
+SANITY_SET = "base"
+
+
+def _read_csv(path) -> pd.DataFrame:
+    """A cached table as written: empty text stays "" (a pixel method's layer), not NaN."""
+    frame = pd.read_csv(path)
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all():
+            frame[column] = frame[column].fillna("").astype(str)
+    return frame
+
+
+def _write_csv(frame: pd.DataFrame, path) -> None:
+    from probes.atomic import atomic_output
+
+    with atomic_output(path, force=True) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------------- generate
+def data_plan(spec) -> list[tuple[str, str, int, int, dict]]:
+    """``(role, set, n, seed, params)`` of every probe file a spec needs."""
+    from probes import SETS
+
+    data = spec.data
+    plan = [("train", "base", data.train, data.seed, spec.probes.params.get("base", {})),
+            ("val", "base", data.val, data.seed + 1, spec.probes.params.get("base", {}))]
+    order = list(SETS)
+    for name in spec.probes.sets:
+        n = max(1, data.images_per_set // 8) if name == "pairs" else data.images_per_set
+        plan.append((name, name, n, data.seed + 2 + order.index(name),
+                     spec.probes.params.get(name, {})))
+    return plan
+
+
+def generate(runner) -> bool:
+    from probes import write_probe_set
+
+    cached = True
+    for role, set_name, n, seed, params in data_plan(runner.spec):
+        key = runner.key("data", set=set_name, n=n, seed=seed, size=runner.spec.data.size,
+                         params=params)
+        path = runner.cache.path("data", role, key, ".h5")
+        if not path.exists():
+            cached = False
+            write_probe_set(path, set_name, n=n, seed=seed, size=runner.spec.data.size,
+                            params=params, progress=runner.progress)
+        runner.stages.data[role], runner.stages.data_keys[role] = path, key
+    return cached
+
+
+# ------------------------------------------------------------------------------------- train
+def train_config(spec, **changes):
+    from densevis.recipe import TrainConfig
+
+    values = dict(arch=spec.model.arch, seed=spec.model.seed,
+                  max_minutes=spec.model.max_minutes)
+    if spec.model.epochs is not None:
+        values["epochs"] = spec.model.epochs
+    return dataclasses.replace(TrainConfig(**values), **changes)
+
+
+def train(runner) -> bool:
+    from densevis.model import read_checkpoint
+    from densevis.train import train as train_files
+    from probes import file_sha256
+
+    spec, stages = runner.spec, runner.stages
+    if spec.model.checkpoint:
+        path = _checkpoint_path(spec)
+        size = int(read_checkpoint(path)["image_size"])
+        if size != spec.data.size:
+            raise DensevisError(f"model.checkpoint {path} was trained on {size}-px images but "
+                                f"data.size is {spec.data.size}; set data.size = {size}")
+        stages.checkpoint, stages.model_key = path, file_sha256(path)[:20]
+        return True
+    config = train_config(spec)
+    stages.model_key = runner.key("train", train=stages.data_keys["train"],
+                                  val=stages.data_keys["val"],
+                                  config=dataclasses.asdict(config))
+    path = runner.cache.path("models", spec.model.arch, stages.model_key, ".pt")
+    stages.checkpoint = path
+    if path.exists():
+        return True
+    train_files(stages.data["train"], stages.data["val"], path, config, force=True,
+                progress=runner.progress)
+    return False
+
+
+def _checkpoint_path(spec):
+    from pathlib import Path
+
+    path = Path(spec.model.checkpoint)
+    if not path.is_absolute() and spec.source and not path.is_file():
+        path = Path(spec.source).parent / path
+    return path
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def evaluate(runner) -> bool:
+    from densevis.evaluation import evaluate_checkpoint
+
+    stages = runner.stages
+    roles = ["val"] + list(runner.spec.probes.sets)
+    key = runner.key("evaluate", model=stages.model_key,
+                     data=[stages.data_keys[role] for role in roles])
+    path = runner.cache.path("evaluate", "evaluation", key, ".csv")
+    cached = path.exists()
+    if not cached:
+        table, _ = evaluate_checkpoint(stages.checkpoint, [stages.data[r] for r in roles],
+                                       device=runner.spec.saliency.device)
+        _write_csv(table, path)
+    stages.tables["evaluation"] = _read_csv(path)
+    return cached
+
+
+# ----------------------------------------------------------------------------------- explain
+def explain(runner) -> bool:
+    from densevis.model import resolve_device
+    from densevis.shards import explain_sharded
+
+    spec, stages = runner.spec, runner.stages
+    saliency = spec.saliency
+    device = resolve_device(saliency.device)
+    cached = True
+    for name in spec.probes.sets:
+        key = runner.key("explain", model=stages.model_key, data=stages.data_keys[name],
+                         methods=saliency.methods, layers=saliency.layers,
+                         params=saliency.params, method_layers=saliency.method_layers,
+                         device=device.type)
+        path = runner.cache.path("maps", name, key, ".h5")
+        if not path.exists():
+            cached = False
+            # each rank takes its cuda:LOCAL_RANK when sharded
+            explain_sharded(stages.checkpoint, stages.data[name], path, methods=saliency.methods,
+                            layers=saliency.layers, params=saliency.params,
+                            method_layers=saliency.method_layers, device=saliency.device,
+                            batch_size=saliency.batch_size, force=True,
+                            progress=runner.progress)
+        stages.maps[name] = path
+    return cached
+
+
+# ----------------------------------------------------------------------------------- analyze
+def analyze(runner) -> bool:
+    from densevis.analysis.tables import summarize
+    from densevis.distributed import main_only
+    from densevis.shards import metrics_sharded
+
+    spec, stages = runner.spec, runner.stages
+    analysis = spec.analysis
+    key = runner.key("analyze", maps=[str(stages.maps[s].name) for s in spec.probes.sets],
+                     baselines=analysis.baselines, seed=analysis.seed)
+    path = runner.cache.path("analysis", "metrics", key, ".csv")
+    cached = path.exists()
+    if not cached:
+        # the table on rank 0 (None on the others when sharded)
+        metrics = metrics_sharded([stages.maps[s] for s in spec.probes.sets],
+                                  [stages.data[s] for s in spec.probes.sets],
+                                  baselines=tuple(analysis.baselines),
+                                  device=spec.saliency.device, seed=analysis.seed)
+        main_only("analyze", lambda: _write_csv(metrics, path))
+    metrics = _read_csv(path)
+    stages.tables["metrics"] = metrics
+    stages.tables["summary"] = summarize(metrics)
+    return cached
+
+
+# ------------------------------------------------------------------------------------ sanity
+def sanity(runner) -> bool:
+    spec, stages = runner.spec, runner.stages
+    check = spec.analysis.sanity
+    if not (check.cascading or check.independent or check.data_randomization) \
+            or not check.methods:
+        stages.tables["sanity"] = pd.DataFrame(
+            columns=["test", "step", "step_index", "method", "layer", "image", "metric", "value"])
+        return True
+    shuffled_key = ""
+    cached = True
+    if check.data_randomization:
+        cached = _train_shuffled(runner)
+        shuffled_key = stages.shuffled_key
+    key = runner.key("sanity", model=stages.model_key, data=stages.data_keys[SANITY_SET],
+                     sanity=dataclasses.asdict(check), shuffled=shuffled_key,
+                     params=spec.saliency.params, seed=spec.analysis.seed)
+    path = runner.cache.path("sanity", "similarity", key, ".csv")
+    if not path.exists():
+        cached = False
+        _write_csv(_similarity(runner), path)
+    stages.tables["sanity"] = _read_csv(path)
+    return cached
+
+
+def _sanity_images(runner) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``sanity.images`` images with a square of the sanity set, and their labels."""
+    from probes import ProbeSet
+
+    with ProbeSet(runner.stages.data[SANITY_SET]) as probe:
+        labels = probe.labels[:]
+        chosen = np.flatnonzero(labels == 1)[:runner.spec.analysis.sanity.images]
+        return probe.images[np.sort(chosen)], labels[np.sort(chosen)].astype(np.int64)
+
+
+def _similarity(runner) -> pd.DataFrame:
+    from densevis.analysis.sanity import (data_randomization_test, engine_explain,
+                                          randomization_test)
+    from densevis.model import load_checkpoint, resolve_device
+
+    spec, stages = runner.spec, runner.stages
+    check = spec.analysis.sanity
+    device = resolve_device(spec.saliency.device)
+    model, _ = load_checkpoint(stages.checkpoint, device)
+    images, targets = _sanity_images(runner)
+    params = {m: v for m, v in spec.saliency.params.items() if m in check.methods}
+    explain = engine_explain(list(check.methods), list(check.layers), params)
+    frames = []
+    for mode, wanted in (("cascading", check.cascading), ("independent", check.independent)):
+        if wanted:
+            frames.append(randomization_test(model, explain, images, targets, mode,
+                                             seed=spec.analysis.seed))
+    if check.data_randomization:
+        shuffled, _ = load_checkpoint(stages.shuffled_checkpoint, device)
+        frames.append(data_randomization_test(model, shuffled, explain, images, targets))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _train_shuffled(runner) -> bool:
+    """The data-randomization model: the same arch trained on shuffled training labels."""
+    from densevis.train import train as train_files
+
+    spec, stages = runner.spec, runner.stages
+    config = train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs,
+                          shuffle_labels=True, patience=10**6)
+    stages.shuffled_key = runner.key("train-shuffled", train=stages.data_keys["train"],
+                                     val=stages.data_keys["val"],
+                                     config=dataclasses.asdict(config))
+    path = runner.cache.path("models", f"{spec.model.arch}-shuffled", stages.shuffled_key, ".pt")
+    stages.shuffled_checkpoint = path
+    if path.exists():
+        return True
+    train_files(stages.data["train"], stages.data["val"], path, config, force=True,
+                progress=runner.progress)
+    return False
+
+
+# -------------------------------------------------------------------------------- hypotheses
+def hypotheses(runner) -> bool:
+    from densevis.experiment.verdicts import behaviour_table, evaluate_hypotheses
+
+    tables = runner.stages.tables
+    tables["hypotheses"] = evaluate_hypotheses(runner.spec, tables["metrics"], tables["sanity"])
+    tables["behaviour"] = behaviour_table(tables["metrics"], runner.stages.data,
+                                          runner.spec.probes.sets)
+    return True

@@ -1,0 +1,194 @@
+"""A run folder: the tables as CSV, figures, ``report.html`` and ``provenance.json``.
+
+The folder is written under a temporary name and renamed when complete; its name is new for
+every run (``<spec name>-<date>-<time>[-k]``), so a finished run is never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from densevis import __version__
+from densevis.analysis.stats import VERDICT_RULE
+from densevis.report import plots
+from densevis.report.html import Figure, Section, png_of, render_page
+
+#: Tables of a run folder (each ``<name>.csv``), in report order.
+RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
+PANEL_METHODS = ("vanilla", "guided", "gradcam", "guided_gradcam")  # the original study's four
+
+
+def new_run_dir(out: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, k = out / f"{name}-{stamp}", 1
+    while candidate.exists():
+        candidate, k = out / f"{name}-{stamp}-{k}", k + 1
+    return candidate
+
+
+def versions() -> dict:
+    import h5py
+    import numpy
+    import scipy
+    import skimage
+    import torch
+    import torchvision
+
+    return {"densevis": __version__, "python": platform.python_version(), "torch":
+            torch.__version__, "torchvision": torchvision.__version__, "numpy":
+            numpy.__version__, "scipy": scipy.__version__, "pandas": pd.__version__, "h5py":
+            h5py.__version__, "scikit-image": skimage.__version__,
+            "platform": platform.platform()}
+
+
+def provenance(runner) -> dict:
+    from probes import file_sha256
+
+    stages = runner.stages
+    files = {f"data/{role}": path for role, path in stages.data.items()}
+    files.update({f"maps/{name}": path for name, path in stages.maps.items()})
+    files["checkpoint"] = stages.checkpoint
+    if stages.shuffled_checkpoint:
+        files["checkpoint_shuffled_labels"] = stages.shuffled_checkpoint
+    return {
+        "spec": dataclasses.asdict(runner.spec),
+        "seeds": {"data": runner.spec.data.seed, "model": runner.spec.model.seed,
+                  "analysis": runner.spec.analysis.seed},
+        "versions": versions(),
+        "files": {name: {"path": str(path), "sha256": file_sha256(path)}
+                  for name, path in files.items() if path},
+        "stages": {name: {"seconds": round(stages.seconds[name], 2),
+                          "cached": stages.cached[name]} for name in stages.seconds},
+    }
+
+
+def _panels(runner, limit: int) -> list[Figure]:
+    from densevis.maps import MapsFile
+    from densevis.model import preprocess
+    from densevis.saliency.figures import gradient_panel, layer_grid
+    from probes import ProbeSet
+
+    figures = []
+    for name, path in runner.stages.maps.items():
+        with MapsFile(path) as maps, ProbeSet(runner.stages.data[name]) as probe:
+            order = {layer: i for i, layer in enumerate(maps.attrs.get("layers", []))}
+            for row in range(min(limit, len(maps))):
+                index = int(maps.index[row])
+                image = probe.images[index]
+                caption = f"{name}, image {index} (label {int(probe.labels[index])}, target " \
+                          f"{int(maps.targets[row])})"
+                for method in (m for m in PANEL_METHODS if m in maps.methods):
+                    layers = sorted(maps.layers(method), key=lambda l: order.get(l, len(order)))
+                    if layers:
+                        fig = layer_grid(image, {l: maps.read(method, l, row) for l in layers},
+                                         f"{method}: {caption}")
+                    else:
+                        fig = gradient_panel(image, preprocess(image[None])[0, 0].numpy(),
+                                             maps.read(method, None, row), f"{method}: {caption}")
+                    figures.append(Figure(png_of(fig), f"{method} — {caption}"))
+    return figures
+
+
+def sections(runner, tables: dict[str, pd.DataFrame], record: dict) -> list[Section]:
+    spec = runner.spec
+    hypotheses = tables["hypotheses"]
+    headline = hypotheses[hypotheses["statistic"] == "overall"]
+    columns = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high",
+               "p_value", "p_adjusted", "margin", "n", "verdict"]
+    detail = hypotheses[hypotheses["statistic"] != "overall"][
+        [c for c in columns if c in hypotheses.columns]]
+    out = [Section(
+        "Hypotheses",
+        f"Each hypothesis is tested per method and layer on per-image statistics (Wilcoxon "
+        f"signed-rank, paired where images or scenes pair; bootstrap 95% CIs of the median "
+        f"effect), Holm-corrected within its declared family. Verdict rule: {VERDICT_RULE}. "
+        f"The 'overall' verdict of a hypothesis is supported only if all its statistics are, "
+        f"and rejected if any is; each row's rule with its numbers is in hypotheses.csv.",
+        tables=[headline[["hypothesis", "method", "layer", "p_adjusted", "verdict"]], detail],
+        figures=[Figure(png, "effects and 95% CIs") for png in
+                 [plots.hypotheses_forest(detail)] if png])]
+    behaviour = tables["behaviour"]
+    out.append(Section(
+        "Behaviour per probe set",
+        "What the model says on each set: positive rate (Wilson 95% CI), mean logit margin "
+        "(positive minus negative logit, t 95% CI) and accuracy against the ground truth. On "
+        "'pairs', one row per edit of the same scenes.",
+        tables=[behaviour, tables["evaluation"]],
+        figures=[Figure(png, "positive rate and logit margin per set") for png in
+                 [plots.behaviour_bars(behaviour)] if png]))
+    summary = tables["summary"]
+    localization = [Figure(png, f"{metric} by method and layer vs null baselines")
+                    for metric in ("mass_minus_area", "density_ratio", "pointing_game")
+                    for png in [plots.localization_by_layer(summary, metric)] if png]
+    out.append(Section(
+        "Localization of the square",
+        "Mean per method and layer (95% t CI) on the base set's images with a square; the "
+        "bands are the null baselines (random, Sobel edge map, centred Gaussian) through the "
+        "same metrics. mass_minus_area is 0 for a uniform map.",
+        tables=[summary[(summary["set"] == "base") & summary["metric"].isin(
+            ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])]],
+        figures=localization))
+    sanity = tables["sanity"]
+    out.append(Section(
+        "Sanity checks (Adebayo et al. 2018)",
+        "Similarity of each method's maps to the trained model's maps as layers are "
+        "re-initialized from the top down (cascading) and for a model trained on shuffled "
+        "labels. A method whose maps stay similar does not explain the model.",
+        figures=[Figure(png, f"cascading randomization, {metric}") for metric in
+                 ("spearman_abs", "spearman_signed", "ssim")
+                 for png in [plots.sanity_curves(sanity, metric)] if png]))
+    if spec.outputs.figures and spec.outputs.panels_per_set:
+        out.append(Section("The original study's panels",
+                           "Vanilla and guided backprop as 3x3 panels (all / positive / "
+                           "negative, colour and grey capped at the 99th percentile); Grad-CAM "
+                           "and guided Grad-CAM on every layer.",
+                           figures=_panels(runner, spec.outputs.panels_per_set)))
+    out.append(Section("Provenance", "Spec, seeds, versions, file hashes and stage timings.",
+                       preformatted=json.dumps(record, indent=2, default=str)))
+    return out
+
+
+def _save_figures(parts: list[Section], folder: Path) -> None:
+    """Every figure of the report also as a PNG file, numbered in report order."""
+    folder.mkdir()
+    number = 0
+    for part in parts:
+        for figure in part.figures:
+            number += 1
+            slug = "".join(c if c.isalnum() else "-" for c in figure.caption.lower())[:60]
+            (folder / f"{number:03d}-{slug.strip('-')}.png").write_bytes(figure.png)
+
+
+def write_run(runner) -> Path:
+    """Write the run folder of a finished runner; returns its path."""
+    out = runner.out
+    out.mkdir(parents=True, exist_ok=True)
+    target = new_run_dir(out, runner.spec.name)
+    tmp = out / f".{target.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tables = runner.stages.tables
+        for name in RUN_TABLES:
+            tables[name].to_csv(tmp / f"{name}.csv", index=False)
+        record = provenance(runner)
+        (tmp / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
+        if runner.spec.source and Path(runner.spec.source).is_file():
+            shutil.copyfile(runner.spec.source, tmp / "spec.toml")
+        parts = sections(runner, tables, record)
+        _save_figures(parts, tmp / "figures")
+        if runner.spec.outputs.html:
+            page = render_page(f"densevis run: {runner.spec.name}", parts)
+            (tmp / "report.html").write_text(page, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,183 @@
+"""pytest plugin: state hypotheses about a densevis run as assertions.
+
+Installed with densevis (entry point ``pytest11``). Give pytest a run::
+
+    densevis run --quick --out reports
+    pytest experiments/ --densevis-run reports          # the latest run in reports/
+    pytest experiments/ --densevis-run reports/default-20261129-101500
+    pytest experiments/ --densevis-run experiments/default.toml --densevis-quick   # run it (cached)
+
+and write tests against the ``densevis_run`` fixture::
+
+    from densevis.testing import assert_hypothesis, assert_localizes
+
+    def test_not_an_edge_detector(densevis_run):
+        assert_hypothesis(densevis_run, "edge_detector", verdict="rejected")
+
+    def test_gradcam_finds_the_square(densevis_run):
+        assert_localizes(densevis_run, method="gradcam", layer="denseblock4", min_effect=0.05)
+
+A failing assertion shows the effect, its confidence interval, the p-values and the verdict rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+#: Tables a run folder holds (CSV files of the same name); ``hypotheses`` is required.
+TABLES = ("hypotheses", "metrics", "summary", "behaviour", "evaluation", "sanity")
+
+
+@dataclass
+class Run:
+    """A finished densevis run: its folder and lazily read tables (pandas DataFrames)."""
+
+    path: Path
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def table(self, name: str):
+        """The run's ``<name>.csv`` as a DataFrame (read once)."""
+        import pandas as pd
+
+        if name not in self._tables:
+            csv = self.path / f"{name}.csv"
+            if not csv.is_file():
+                raise FileNotFoundError(f"run {self.path} has no {name}.csv")
+            self._tables[name] = pd.read_csv(csv, keep_default_na=True)
+        return self._tables[name]
+
+    @property
+    def hypotheses(self):
+        return self.table("hypotheses")
+
+    @property
+    def metrics(self):
+        return self.table("metrics")
+
+    @property
+    def summary(self):
+        return self.table("summary")
+
+    @property
+    def behaviour(self):
+        return self.table("behaviour")
+
+    @property
+    def provenance(self) -> dict:
+        path = self.path / "provenance.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def hypothesis_rows(self, name: str, method: str | None = None, layer: str | None = None):
+        """Rows of ``hypotheses`` for one hypothesis (and method/layer when given)."""
+        table = self.hypotheses
+        rows = table[table["hypothesis"] == name]
+        if method is not None:
+            rows = rows[rows["method"].fillna("") == method]
+        if layer is not None:
+            rows = rows[rows["layer"].fillna("") == layer]
+        if rows.empty:
+            known = sorted({(h, m if isinstance(m, str) else "", l if isinstance(l, str) else "")
+                            for h, m, l in table[["hypothesis", "method", "layer"]].itertuples(
+                                index=False)})
+            listed = "; ".join("/".join(p for p in key if p) for key in known[:40])
+            raise AssertionError(f"run {self.path} has no result for hypothesis {name!r}"
+                                 f"{f' method {method!r}' if method else ''}"
+                                 f"{f' layer {layer!r}' if layer else ''}; it has: {listed}")
+        return rows
+
+
+def find_run(path: str | Path) -> Path:
+    """A run folder: ``path`` itself, or the newest run folder inside it."""
+    path = Path(path)
+    if (path / "hypotheses.csv").is_file():
+        return path
+    if path.is_dir():
+        runs = sorted((p for p in path.iterdir() if (p / "hypotheses.csv").is_file()),
+                      key=lambda p: ((p / "hypotheses.csv").stat().st_mtime, p.name))
+        if runs:
+            return runs[-1]
+    raise FileNotFoundError(f"{path} is not a densevis run folder (no hypotheses.csv) and holds "
+                            f"none; create one with 'densevis run --out {path}'")
+
+
+def _describe(row) -> str:
+    def number(value) -> str:
+        return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) \
+            else f"{value:.4g}"
+
+    where = "/".join(str(v) for v in (row.get("method"), row.get("layer"))
+                     if isinstance(v, str) and v)
+    text = (f"{row['hypothesis']}{f' [{where}]' if where else ''}: verdict {row['verdict']}, "
+            f"{row.get('statistic', 'effect')} effect {number(row['effect'])} "
+            f"(95% CI {number(row['ci_low'])} to {number(row['ci_high'])}), "
+            f"p {number(row['p_value'])}, p adjusted {number(row['p_adjusted'])}")
+    if isinstance(row.get("rule"), str):
+        text += f"; rule: {row['rule']}"
+    return text
+
+
+def assert_hypothesis(run: Run, name: str, verdict: str, method: str | None = None,
+                      layer: str | None = None) -> None:
+    """Assert that every result of hypothesis ``name`` (for ``method``/``layer``) has ``verdict``.
+
+    ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``.
+    """
+    if verdict not in ("supported", "rejected", "inconclusive"):
+        raise ValueError(f"verdict must be supported, rejected or inconclusive, not {verdict!r}")
+    rows = run.hypothesis_rows(name, method, layer)
+    wrong = [row for _, row in rows.iterrows() if row["verdict"] != verdict]
+    if wrong:
+        details = "\n  ".join(_describe(row) for row in wrong)
+        raise AssertionError(f"expected {name} to be {verdict}, but:\n  {details}")
+
+
+def assert_localizes(run: Run, method: str, layer: str | None = None, min_effect: float = 0.0,
+                     alpha: float = 0.05, hypothesis: str = "localizes_square") -> None:
+    """Assert that ``method`` (at ``layer``) puts more relevance on the square than area predicts.
+
+    Passes when the corrected p-value is below ``alpha`` and the lower confidence bound of the
+    effect exceeds ``min_effect``.
+    """
+    rows = run.hypothesis_rows(hypothesis, method, layer)
+    failing = [row for _, row in rows.iterrows()
+               if not (row["p_adjusted"] < alpha and row["ci_low"] > min_effect)]
+    if failing:
+        details = "\n  ".join(_describe(row) for row in failing)
+        raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
+                             f"square (need p adjusted < {alpha} and CI low > {min_effect}):"
+                             f"\n  {details}")
+
+
+# ----------------------------------------------------------------------------------- the plugin
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("densevis", "densevis hypothesis assertions")
+    group.addoption("--densevis-run", metavar="PATH", default=None,
+                    help="a densevis run folder, a folder of runs (the newest is used), or an "
+                         "experiment spec .toml to run first (stages are cached)")
+    group.addoption("--densevis-quick", action="store_true", default=False,
+                    help="with a spec: run it in --quick mode")
+
+
+@pytest.fixture(scope="session")
+def densevis_run(request) -> Run:
+    """The run given by ``--densevis-run`` (running a spec first if one is given)."""
+    value = request.config.getoption("--densevis-run")
+    if value is None:
+        raise pytest.UsageError("these tests need a densevis run: pass --densevis-run DIR (a run "
+                                "folder or the --out folder of 'densevis run') or a spec .toml")
+    path = Path(value)
+    if path.suffix == ".toml":
+        from densevis.experiment import run_experiment
+        from densevis.experiment.spec import load_spec
+
+        quick = request.config.getoption("--densevis-quick")
+        return Run(run_experiment(load_spec(path, quick=quick), progress=False))
+    try:
+        return Run(find_run(path))
+    except FileNotFoundError as exc:
+        raise pytest.UsageError(str(exc)) from None

@@ -1,0 +1,195 @@
+"""``densevis run`` end to end on a tiny spec: run folder, caching, resume, report, plugin."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import densevis.experiment.steps as steps
+from densevis.cli import main
+from densevis.experiment import load_spec, run_experiment
+from densevis.report import RUN_TABLES
+
+TINY = """
+name = "tiny"
+[data]
+size = 64
+train = 320
+val = 96
+images_per_set = 16
+[model]
+epochs = 1
+[probes]
+sets = ["base", "lines_only", "large_squares", "small_circles", "circles_only", "pairs"]
+[saliency]
+methods = ["vanilla", "guided", "gradcam", "guided_gradcam"]
+layers = ["conv0", "denseblock4"]
+[analysis.sanity]
+methods = ["vanilla", "gradcam"]
+images = 4
+data_randomization_epochs = 1
+[[hypotheses]]
+name = "localizes_square"
+family = "localization"
+[[hypotheses]]
+name = "edge_detector"
+family = "cues"
+[[hypotheses]]
+name = "small_object_detector"
+family = "cues"
+[[hypotheses]]
+name = "passes_randomization"
+family = "sanity"
+[[hypotheses]]
+name = "mass_on_square"
+set = "base"
+statistic = "relevance_mass"
+threshold = 0.0
+methods = ["vanilla"]
+[outputs]
+panels_per_set = 1
+"""
+HYPOTHESIS_COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low",
+                      "ci_high", "p_value", "p_adjusted", "verdict"]
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return run_experiment(load_spec(tiny_spec), out, progress=False, echo=lambda _: None)
+
+
+def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(run_dir / f"{name}.csv") for name in RUN_TABLES}
+
+
+def test_run_folder_holds_tables_report_and_provenance(tiny_run):
+    for name in RUN_TABLES + ("report",):
+        assert (tiny_run / (f"{name}.csv" if name != "report" else "report.html")).is_file()
+    tables = _tables(tiny_run)
+    assert list(tables["metrics"].columns[:6]) == ["set", "image", "method", "layer",
+                                                   "reduction", "metric"]
+    assert HYPOTHESIS_COLUMNS == [c for c in tables["hypotheses"].columns
+                                  if c in HYPOTHESIS_COLUMNS]
+    assert set(tables["hypotheses"]["verdict"]) <= {"supported", "rejected", "inconclusive"}
+    assert {"localizes_square", "edge_detector", "small_object_detector",
+            "passes_randomization", "mass_on_square"} <= set(tables["hypotheses"]["hypothesis"])
+    behaviour = tables["behaviour"]
+    assert {"set", "n", "positive_rate", "positive_rate_ci_low", "positive_rate_ci_high",
+            "margin", "margin_ci_low", "margin_ci_high"} <= set(behaviour.columns)
+    assert "pairs/sides" in set(behaviour["set"])
+    assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
+    assert set(tables["sanity"]["test"]) == {"cascading", "independent", "data"}
+    record = json.loads((tiny_run / "provenance.json").read_text())
+    assert record["seeds"]["data"] == 0 and "torch" in record["versions"]
+    assert all(len(entry["sha256"]) == 64 for entry in record["files"].values())
+    assert len(list((tiny_run / "figures").glob("*.png"))) >= 5
+    assert (tiny_run / "spec.toml").read_text() == TINY
+
+
+def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
+    page = (tiny_run / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page), "external reference in report"
+    assert page.count("data:image/png;base64,") >= 5
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed here (.ci/run installs Debian's chromium); "
+                    "the report was checked for inline images and tables without a browser")
+    check = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "const r={images:i.length,loaded:i.filter(x=>x.complete&&x.naturalWidth>0).length,"
+             "tables:document.querySelectorAll('table').length,"
+             "sections:[...document.querySelectorAll('h2')].map(h=>h.textContent)};"
+             "const p=document.createElement('pre');p.id='densevis-check';"
+             "p.textContent=JSON.stringify(r);document.body.appendChild(p);});</script>")
+    probe = tmp_path / "report.html"
+    probe.write_text(page.replace("</body>", check + "</body>"))
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}",
+         "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="densevis-check">(.*?)</pre>', done.stdout)
+    assert found, f"Chromium did not render the report: {done.stderr[-500:]}"
+    result = json.loads(found.group(1))
+    assert result["images"] >= 5 and result["loaded"] == result["images"]
+    assert result["tables"] >= 4
+    assert result["sections"][:2] == ["Hypotheses", "Behaviour per probe set"]
+    assert "Provenance" in result["sections"]
+
+
+def test_rerun_is_cached_identical_and_never_overwrites(tiny_run, tiny_spec):
+    lines = []
+    again = run_experiment(load_spec(tiny_spec), tiny_run.parent, progress=False,
+                           echo=lines.append)
+    assert again != tiny_run and tiny_run.is_dir()
+    assert all("cached" in line for line in lines[:7]), lines
+    first, second = _tables(tiny_run), _tables(again)
+    for name in RUN_TABLES:
+        pd.testing.assert_frame_equal(first[name], second[name])
+
+
+def test_killed_run_resumes_with_identical_results(tiny_run, tiny_spec, tmp_path, monkeypatch):
+    real = steps.analyze
+
+    def killed(runner):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(steps, "analyze", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_spec(tiny_spec), tmp_path, progress=False, echo=lambda _: None)
+    assert [p.name for p in tmp_path.iterdir()] == [".cache"], "a killed run left a run folder"
+    monkeypatch.setattr(steps, "analyze", real)
+    lines = []
+    resumed = run_experiment(load_spec(tiny_spec), tmp_path, progress=False, echo=lines.append)
+    assert [line.split(":")[1].strip().split()[0] for line in lines[:5]] == \
+        ["cached", "cached", "cached", "cached", "done"]
+    first, second = _tables(tiny_run), _tables(resumed)
+    for name in RUN_TABLES:
+        pd.testing.assert_frame_equal(first[name], second[name])
+
+
+def test_pytest_plugin_asserts_hypotheses_of_a_run(tiny_run, tmp_path):
+    hypotheses = pd.read_csv(tiny_run / "hypotheses.csv")
+    row = hypotheses[(hypotheses["hypothesis"] == "mass_on_square")].iloc[0]
+    wrong = "supported" if row["verdict"] != "supported" else "rejected"
+    tests = tmp_path / "test_claims.py"
+    tests.write_text(
+        "from densevis.testing import assert_hypothesis\n\n"
+        "def test_right(densevis_run):\n"
+        f"    assert_hypothesis(densevis_run, 'mass_on_square', verdict={row['verdict']!r},\n"
+        "                      method='vanilla')\n\n"
+        "def test_wrong(densevis_run):\n"
+        f"    assert_hypothesis(densevis_run, 'mass_on_square', verdict={wrong!r})\n\n"
+        "def test_unknown(densevis_run):\n"
+        "    assert_hypothesis(densevis_run, 'no_such_claim', verdict='supported')\n")
+    done = subprocess.run(["pytest", str(tests), "-q", "-p", "no:cacheprovider",
+                           "--densevis-run", str(tiny_run.parent)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert "2 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+    assert f"expected mass_on_square to be {wrong}" in done.stdout
+    assert "95% CI" in done.stdout and "p adjusted" in done.stdout and "rule:" in done.stdout
+    assert "has no result for hypothesis 'no_such_claim'" in done.stdout
+    missing = subprocess.run(["pytest", str(tests), "-q", "-p", "no:cacheprovider"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert missing.returncode != 0 and "--densevis-run" in missing.stdout + missing.stderr
+
+
+def test_run_command_prints_the_run_folder(tiny_spec, tiny_run, capsys):
+    assert main(["run", str(tiny_spec), "--out", str(tiny_run.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "run folder:" in out and "report.html" in out

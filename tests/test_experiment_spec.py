@@ -1,0 +1,66 @@
+"""Experiment specs: the default loads, quick overrides apply, bad specs name key, file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from densevis.cli import main
+from densevis.errors import DensevisError
+from densevis.experiment.spec import DEFAULT_SPEC, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_spec_is_the_experiments_file_and_asks_the_original_questions():
+    assert (REPO / "experiments" / "default.toml").read_text() == DEFAULT_SPEC.read_text()
+    spec = load_spec()
+    assert spec.model.arch == "original"
+    assert set(spec.probes.sets) >= {"base", "lines_only", "large_squares", "small_circles",
+                                     "pairs"}
+    assert {"vanilla", "guided", "gradcam", "guided_gradcam", "integrated_gradients",
+            "smoothgrad"} <= set(spec.saliency.methods)
+    assert spec.saliency.layers == ["all"]
+    assert [h.name for h in spec.hypotheses] == ["localizes_square", "edge_detector",
+                                                  "small_object_detector",
+                                                  "passes_randomization"]
+
+
+def test_quick_overrides_only_what_it_names():
+    full, quick = load_spec(), load_spec(quick=True)
+    assert quick.data.size < full.data.size and quick.data.train < full.data.train
+    assert quick.saliency.methods == full.saliency.methods
+    assert quick.hypotheses == full.hypotheses
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[data]\nsize = 64\nsise = 3\n", "<t> line 3: key 'data.sise' is unknown; valid: "),
+    ("[data]\n\nsize = 'big'\n", "<t> line 3: key 'data.size' must be an integer, got 'big'"),
+    ("colour = 1\n", "<t> line 1: key 'colour' is unknown"),
+    ("[probes]\nsets = ['base', 'triangles']\n", "line 2: key 'probes.sets' names unknown probe "
+                                                 "set 'triangles'"),
+    ("[[hypotheses]]\nname = 'x'\n[[hypotheses]]\nname = 'y'\nalpha = 2\n",
+     "line 5: key 'hypotheses[1].alpha' must be between 0 and 1"),
+    ("[[hypotheses]]\nstatistic = 'x'\n", "line 1: key 'hypotheses[0].name' is missing"),
+    ("[model]\ncheckpoint = 'nowhere.pt'\n", "line 2: key 'model.checkpoint' names a missing "
+                                             "file"),
+    ("[quick.data]\nsizes = 2\n", "line 2: key 'quick.data.sizes' is unknown"),
+    ("[data\n", "<t>: not valid TOML"),
+])
+def test_bad_specs_name_the_key_and_line(text, message):
+    with pytest.raises(DensevisError) as error:
+        parse_spec(text, "<t>", quick=True)
+    assert message in str(error.value)
+
+
+def test_bad_spec_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("[saliency]\nbatch_size = 'large'\n")
+    assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{spec} line 2: key 'saliency.batch_size' must be an integer" in err
+    assert not (tmp_path / "out").exists()
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
