@@ -25,9 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from densevis.errors import DensevisError
+from densevis.recipe import LABEL_RULES as RULES
 from probes import SETS, ProbeSet
-
-RULES = ("square", "edge", "small", "shuffled")
 
 
 def rule_labels(probe: ProbeSet, rule: str = "square", seed: int = 0) -> np.ndarray:
@@ -38,7 +37,7 @@ def rule_labels(probe: ProbeSet, rule: str = "square", seed: int = 0) -> np.ndar
     if rule == "square":
         return truth
     if rule == "shuffled":
-        return np.random.default_rng([seed, 0x5EED]).permutation(truth)
+        return np.random.default_rng([seed, 2]).permutation(truth)
     objects = probe.objects()
     if rule == "edge":
         hits = objects.loc[objects["kind"].isin(["square", "line"]), "image"]

@@ -80,8 +80,10 @@ class MapsWriter:
                 self._h5.attrs[name] = value if isinstance(value, (str, int, float)) \
                     else json.dumps(value, sort_keys=True)
             rows = max(1, min(n, (1 << 20) // (4 * image_size * image_size)))
+            # gzip 1 + shuffle: maps are mostly zeros or smooth, about 4x smaller for little time
             plane = dict(shape=(n, image_size, image_size), dtype="<f4",
-                         chunks=(rows, image_size, image_size))
+                         chunks=(rows, image_size, image_size), compression="gzip",
+                         compression_opts=1, shuffle=True)
             self._maps = {key: self._h5.create_dataset(map_key(*key), **plane) for key in keys}
             self._logits = self._h5.create_dataset("logits", (n, num_classes), "<f4")
             self._targets = self._h5.create_dataset("targets", (n,), "<i8")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from densevis.errors import DensevisError
 
+LABEL_RULES = ("square", "edge", "small", "shuffled")  # see densevis.labels
+
 #: Augmentations: the symmetries each one draws from (element k of the dihedral group D4 is
 #: ``k & 3`` quarter turns after an optional transpose when ``k & 4``). Every one of them maps a
 #: square to a square and a circle to a circle, so labels are kept.
@@ -40,8 +42,8 @@ class TrainConfig:
     touching_weight: float = 3.0  # loss weight of positives whose square touches a circle
     ema: float = 0.0  # decay of a weight average to validate and save instead; 0: none
     recalibrate: int = 1024  # training images that re-estimate BatchNorm statistics; 0: none
-    shuffle_labels: bool = False  # train on a seeded permutation of the labels (the
-    # data-randomization sanity check: saliency of a model that learned nothing real)
+    labels: str = "square"  # the label rule (densevis.labels): square (the file's ground
+    # truth), edge or small (planted cues), shuffled (the data-randomization sanity check)
     patience: int = 5  # epochs without a better validation score before stopping early
     seed: int = 0
     max_minutes: float | None = None  # stop cleanly (keeping the best epoch) after this long
@@ -67,6 +69,8 @@ class TrainConfig:
                    f"(got {self.recalibrate})"),
                   (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; "
                    f"valid: {', '.join(AUGMENTATIONS)}"),
+                  (self.labels in LABEL_RULES, f"unknown label rule {self.labels!r}; valid: "
+                   f"{', '.join(LABEL_RULES)}"),
                   (self.shift >= 0, f"--shift must not be negative (got {self.shift})"),
                   (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
                   (self.seed >= 0, f"--seed must not be negative (got {self.seed})"),

@@ -78,13 +78,13 @@ def open_probe_sets(data, val) -> tuple[ProbeSet, ProbeSet]:
     return train_set, val_set
 
 
-def training_labels(train_set: ProbeSet, config: TrainConfig) -> np.ndarray:
-    """The labels the model learns: the file's, or a seeded permutation of them
-    (``shuffle_labels``, the data-randomization check: no image keeps a reason for its label)."""
-    labels = train_set.labels[:].astype(np.int64)
-    if config.shuffle_labels:
-        labels = np.random.default_rng([config.seed, 2]).permutation(labels)
-    return labels
+def training_labels(probe: ProbeSet, config: TrainConfig) -> np.ndarray:
+    """The labels the model learns (and is validated on) under ``config.labels``: the file's
+    ground truth, a planted cue, or a seeded permutation (the data-randomization check: no
+    image keeps a reason for its label). See :mod:`densevis.labels`."""
+    from densevis.labels import rule_labels
+
+    return rule_labels(probe, config.labels, config.seed).astype(np.int64)
 
 
 def loss_weights(train_set: ProbeSet, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,14 +94,14 @@ def loss_weights(train_set: ProbeSet, config: TrainConfig) -> tuple[torch.Tensor
     Per image, from the masks: ``touching_weight`` for a positive whose square touches a circle
     (they merge into one blob: the hard cases), and 0 for a positive that shows at most
     ``ignore_hidden`` of its square (circles cover the rest: white on white, so its label is
-    noise to any model). With ``shuffle_labels`` the images no longer explain their labels, so
+    noise to any model). Under another label rule than ``square`` those weights do not apply:
     every image weighs 1.
     """
     labels = training_labels(train_set, config)
     counts = np.bincount(labels, minlength=2)
     classes = len(labels) / (2.0 * counts) if config.class_weighted else np.ones(2)
     per_image = np.ones(len(labels))
-    if not config.shuffle_labels and (config.ignore_hidden is not None
+    if config.labels == "square" and (config.ignore_hidden is not None
                                       or config.touching_weight != 1):
         geometry = scene_geometry(train_set, merges=False)
         per_image[(labels == 1) & geometry["touches_circle"].to_numpy()] = config.touching_weight
@@ -197,9 +197,10 @@ def recalibrate_batchnorm(model: nn.Module, images: np.ndarray, device,
     model.eval()
 
 
-def _validate(model: nn.Module, val_set: ProbeSet, device, channels_last: bool) -> dict:
-    logits = torch.from_numpy(predict(model, val_set, 256, device, channels_last=channels_last))
-    labels = torch.from_numpy(val_set.labels[:].astype(np.int64))
+def _validate(model: nn.Module, val_set: ProbeSet, config: TrainConfig, device) -> dict:
+    logits = torch.from_numpy(predict(model, val_set, 256, device,
+                                      channels_last=config.channels_last))
+    labels = torch.from_numpy(training_labels(val_set, config))
     return {"val_loss": float(nn.functional.cross_entropy(logits, labels)),
             "val_accuracy": float((logits.argmax(1) == labels).float().mean())}
 
@@ -304,7 +305,7 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
                 recalibrate_batchnorm(kept, calibration, device, config.channels_last)
             entry = {"epoch": epoch + 1, "step": steps.step, "lr": steps.lr(),
                      "train_loss": loss, "train_accuracy": accuracy,
-                     **_validate(kept, val_set, device, config.channels_last),
+                     **_validate(kept, val_set, config, device),
                      "seconds": time.perf_counter() - start}
             history.append(entry)
             if progress:

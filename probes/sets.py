@@ -4,9 +4,11 @@ Each set is registered with a one-line description, a parameter dataclass and a 
 turns one random generator into one *unit*: a single scene, or for ``pairs`` the eight edits of one
 scene. Geometry parameters are stated at the reference size of 256 px and scaled by
 ``size / 256`` (minimum sizes round up, maximum sizes round down, so a scaled range never leaves
-the original one), but circle diameters never go below 4 px (a digital disk under 4 px is a filled
-square) and square sides never below 5 px (so circles smaller than every square exist at any
-size); images are at least 32 px.
+the original one), but square sides, line lengths and circle diameters never go below 5 px, except
+the circles of ``small_circles`` and ``mixed``, which go down to 4 px (a digital disk under 4 px is
+a filled square): so small circles, smaller than every square, line and other circle, exist at any
+size.
+Images are at least 32 px.
 
 Examples
 --------
@@ -21,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -39,6 +41,8 @@ MIN_SIZE = 32  # image side below which the shapes would fill the image
 class CircleParams:
     """Filled circles placed as in the original study (256-px units)."""
 
+    # no smaller than the smallest square, as at 256 px (both 10): small circles are their own set
+    DIAMETER_FLOOR_PX: ClassVar[int] = MIN_SQUARE_PX
     min_circles: int = 0
     max_circles: int = 9
     min_diameter: int = 10
@@ -82,6 +86,7 @@ class LargeSquaresParams(CircleParams, SquareParams):
 
 @dataclass(frozen=True)
 class SmallCirclesParams(CircleParams):
+    DIAMETER_FLOOR_PX: ClassVar[int] = MIN_CIRCLE_PX
     min_circles: int = 1
     min_diameter: int = 4
     max_diameter: int = 9  # below the smallest base square (10)
@@ -101,6 +106,7 @@ class SquaresOnlyParams(SquareParams):
 
 @dataclass(frozen=True)
 class MixedParams(CircleParams, SquareParams, LineParams):
+    DIAMETER_FLOOR_PX: ClassVar[int] = MIN_CIRCLE_PX
     min_diameter: int = 4  # small circles (below the smallest square) and base-size ones
     max_lines: int = 2
     square_rate: float = 0.5  # each cue independent of the others
@@ -109,6 +115,8 @@ class MixedParams(CircleParams, SquareParams, LineParams):
 
 @dataclass(frozen=True)
 class PairsParams(CircleParams, SquareParams):
+    min_side: int = 28  # so the half-size square and the loose sides stay at least as large as
+    #                     the smallest base square (not small objects: size is not confounded)
     line_width: int = 2  # outline band and loose sides
     gap_fraction: float = 0.15  # corner gap of the loose sides, as a fraction of the side
 
@@ -153,13 +161,13 @@ def _make_geometry(params, size: int) -> Geometry:
             raise ProbeError("corner_low must be below corner_high; fix the --param values")
     if hasattr(params, "min_diameter"):
         values["diameter"] = _scaled_range("diameter", params.min_diameter, params.max_diameter,
-                                           scale, size, MIN_CIRCLE_PX)
+                                           scale, size, params.DIAMETER_FLOOR_PX)
     if hasattr(params, "min_side"):
         values["side"] = _scaled_range("side", params.min_side, params.max_side, scale, size,
                                        MIN_SQUARE_PX)
     if hasattr(params, "min_length"):
         values["length"] = _scaled_range("length", params.min_length, params.max_length, scale,
-                                         size, 2)
+                                         size, MIN_SQUARE_PX)
     if hasattr(params, "line_width"):
         values["line_width"] = max(1, round(params.line_width * scale))
     return Geometry(**values)

@@ -65,20 +65,21 @@ def test_less_direction_and_null_value():
     rng = np.random.default_rng(0)
     result = hypothesis_test(rng.normal(0.2, 0.05, 30), null=0.5, direction="less", margin=0.1)
     assert result["verdict"] == "supported" and result["effect"] < 0
-    assert result["rule"] == ("supported if p_adjusted < 0.05 and ci_high < 0; rejected if "
-                              "ci_low > -0.1; else inconclusive")
+    assert result["rule"] == ("supported if p_adjusted < 0.05, ci_high < 0 and effect <= -0.1; "
+                              "rejected if ci_low > -0.1; else inconclusive")
     similar = hypothesis_test(rng.normal(0.95, 0.02, 30), null=0.5, direction="less", margin=0.1)
     assert similar["verdict"] == "rejected"
 
 
 def test_verdict_rule():
-    assert verdict(0.01, 0.1, 0.9, "greater", 0.2, 0.05) == "supported"
-    assert verdict(0.01, 0.01, 0.1, "greater", 0.2, 0.05) == "rejected"   # certainly too small
-    assert verdict(0.90, -0.9, -0.1, "greater", 0.0, 0.05) == "rejected"  # opposite direction
-    assert verdict(0.20, -0.1, 0.5, "greater", 0.2, 0.05) == "inconclusive"
-    assert verdict(0.01, -0.1, 0.5, "greater", 0.2, 0.05) == "inconclusive"  # CI includes 0
-    assert verdict(np.nan, 0.1, 0.9, "greater", 0.2, 0.05) == "inconclusive"
-    assert verdict(0.01, -0.9, -0.1, "less", 0.05, 0.05) == "supported"
+    assert verdict(0.01, 0.5, 0.1, 0.9, "greater", 0.2, 0.05) == "supported"
+    assert verdict(0.01, 0.05, 0.01, 0.1, "greater", 0.2, 0.05) == "rejected"  # certainly small
+    assert verdict(0.90, -0.5, -0.9, -0.1, "greater", 0.0, 0.05) == "rejected"  # other direction
+    assert verdict(0.20, 0.2, -0.1, 0.5, "greater", 0.2, 0.05) == "inconclusive"
+    assert verdict(0.01, 0.2, -0.1, 0.5, "greater", 0.2, 0.05) == "inconclusive"  # CI has 0
+    assert verdict(0.01, 0.1, 0.05, 0.5, "greater", 0.2, 0.05) == "inconclusive"  # too small
+    assert verdict(np.nan, 0.5, 0.1, 0.9, "greater", 0.2, 0.05) == "inconclusive"
+    assert verdict(0.01, -0.5, -0.9, -0.1, "less", 0.05, 0.05) == "supported"
     assert combine_verdicts(["supported", "inconclusive"]) == "inconclusive"
     assert combine_verdicts([]) == "inconclusive"
 

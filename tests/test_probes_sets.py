@@ -96,7 +96,7 @@ def test_base_geometry_scales_with_size(seed, size):
     objects = probe.objects()
     scale = size / 256
     high = math.floor(49 * scale + 1e-9)
-    for kind, floor in (("circle", 4), ("square", 5)):
+    for kind, floor in (("circle", 5), ("square", 5)):
         sizes = objects.loc[objects["kind"] == kind, "size"]
         assert sizes.between(max(floor, math.ceil(10 * scale - 1e-9)), high).all()
     assert objects.groupby("image").apply(lambda g: (g.kind == "square").sum()).max() <= 1

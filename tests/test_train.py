@@ -200,7 +200,7 @@ def test_one_seed_gives_identical_weights_and_another_seed_does_not(easy):
 
 def test_shuffled_labels_are_a_permutation_and_teach_nothing(easy):
     train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
-    config = dataclasses.replace(FAST, shuffle_labels=True, epochs=2)
+    config = dataclasses.replace(FAST, labels="shuffled", epochs=2)
     labels = train_set.labels[:]
     shuffled = training_labels(train_set, config)
     assert sorted(shuffled) == sorted(labels) and (shuffled != labels).mean() > 0.3

@@ -38,23 +38,25 @@ VERDICTS = ("supported", "rejected", "inconclusive")
 
 #: The verdict rule, stated in every hypotheses table (``rule`` column gives it with numbers).
 VERDICT_RULE = (
-    "supported: corrected one-sided p < alpha and the 95% bootstrap CI of the effect excludes 0 "
-    "in the hypothesized direction; rejected: the CI excludes every effect of at least `margin` "
-    "in the hypothesized direction (no meaningful effect, or one in the opposite direction); "
+    "supported: corrected one-sided p < alpha, the 95% bootstrap CI of the effect excludes 0 in "
+    "the hypothesized direction and the effect is at least `margin` (significant and "
+    "meaningful); rejected: the CI excludes every effect of at least `margin` in the "
+    "hypothesized direction (no meaningful effect, or one in the opposite direction); "
     "inconclusive: otherwise (also when too few values)")
 
 
-def verdict(p_adjusted: float, ci_low: float, ci_high: float, direction: str, margin: float,
-            alpha: float) -> str:
+def verdict(p_adjusted: float, effect: float, ci_low: float, ci_high: float, direction: str,
+            margin: float, alpha: float) -> str:
     """Verdict of one test by :data:`VERDICT_RULE` (``rejected`` is checked first)."""
     if direction not in DIRECTIONS:
         raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
-    if any(np.isnan(v) for v in (p_adjusted, ci_low, ci_high)):
+    if any(np.isnan(v) for v in (p_adjusted, effect, ci_low, ci_high)):
         return "inconclusive"
-    low, high = (ci_low, ci_high) if direction == "greater" else (-ci_high, -ci_low)
+    sign = 1.0 if direction == "greater" else -1.0
+    low, high = sorted((sign * ci_low, sign * ci_high))
     if high < margin:
         return "rejected"
-    if p_adjusted < alpha and low > 0:
+    if p_adjusted < alpha and low > 0 and sign * effect >= margin:
         return "supported"
     return "inconclusive"
 
@@ -62,10 +64,10 @@ def verdict(p_adjusted: float, ci_low: float, ci_high: float, direction: str, ma
 def rule_text(direction: str, margin: float, alpha: float) -> str:
     """The verdict rule of one row with its numbers, e.g. for the ``rule`` column."""
     if direction == "greater":
-        return (f"supported if p_adjusted < {alpha:g} and ci_low > 0; rejected if ci_high < "
-                f"{margin:g}; else inconclusive")
-    return (f"supported if p_adjusted < {alpha:g} and ci_high < 0; rejected if ci_low > "
-            f"{-margin:g}; else inconclusive")
+        return (f"supported if p_adjusted < {alpha:g}, ci_low > 0 and effect >= {margin:g}; "
+                f"rejected if ci_high < {margin:g}; else inconclusive")
+    return (f"supported if p_adjusted < {alpha:g}, ci_high < 0 and effect <= {-margin:g}; "
+            f"rejected if ci_low > {-margin:g}; else inconclusive")
 
 
 def _median_ci(samples: list[np.ndarray], combine, n_boot: int, level: float,
@@ -193,8 +195,8 @@ def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float
         result["p_value"], result["rank_biserial"] = _two_sample(a, b, null, direction, test,
                                                                  n_perm, rng)
     result["p_adjusted"] = result["p_value"]
-    result["verdict"] = verdict(result["p_value"], result["ci_low"], result["ci_high"],
-                                direction, margin, alpha)
+    result["verdict"] = verdict(result["p_value"], result["effect"], result["ci_low"],
+                                result["ci_high"], direction, margin, alpha)
     result["rule"] = rule_text(direction, margin, alpha)
     return result
 
@@ -245,8 +247,8 @@ def adjust(table: pd.DataFrame, family: str | list[str] = "family",
     table["p_adjusted"] = table.groupby(family, dropna=False)["p_value"].transform(
         lambda p: correct(p.to_numpy()))
     table["correction"] = method
-    table["verdict"] = [verdict(r.p_adjusted, r.ci_low, r.ci_high, r.direction, r.margin, r.alpha)
-                        for r in table.itertuples()]
+    table["verdict"] = [verdict(r.p_adjusted, r.effect, r.ci_low, r.ci_high, r.direction,
+                                r.margin, r.alpha) for r in table.itertuples()]
     table["rule"] = [rule_text(r.direction, r.margin, r.alpha) for r in table.itertuples()]
     return table
 

@@ -16,7 +16,7 @@ from densevis import __version__
 from densevis.errors import USER_ERRORS
 
 #: Subcommands in the order of the data flow.
-COMMANDS = ("generate", "train", "evaluate", "explain", "analyze", "run", "bench")
+COMMANDS = ("generate", "train", "evaluate", "explain", "analyze", "report", "run", "bench")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -65,9 +65,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", type=float, default=d.ema, help=f"decay of the averaged "
                         f"model that is validated and saved; 0 saves the raw weights "
                         f"(default {d.ema})")
-    parser.add_argument("--shuffle-labels", action="store_true",
-                        help="train on a seeded permutation of the labels: the model of the "
-                        "data-randomization sanity check (its saliency should look different)")
+    parser.add_argument("--labels", default=d.labels, metavar="RULE",
+                        help="what the model learns: square (the ground truth; default), edge "
+                        "(any straight segment) or small (any object below the smallest base "
+                        "square): planted cues for known-answer checks; shuffled: a seeded "
+                        "permutation, the data-randomization sanity check's model")
     parser.add_argument("--recalibrate", type=int, default=d.recalibrate, metavar="N",
                         help=f"re-estimate BatchNorm statistics on N training images before "
                         f"each validation (default {d.recalibrate}; 0: off)")

@@ -38,6 +38,8 @@ class DataSpec:
     train: int = 10000  # base images to train on
     val: int = 1000  # held-out base images
     images_per_set: int = 200  # images of each probe set that are explained and analysed
+    pair_scenes: int = 16  # scenes of the pairs set (8 images each)
+    train_set: str = "base"  # the set trained and validated on ("mixed" for planted cues)
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class ModelSpec:
     arch: str = "original"
     checkpoint: str | None = None  # use this checkpoint instead of training
     epochs: int | None = None  # None: the trainer's default
-    max_minutes: float | None = None  # training time budget
+    max_minutes: float | None = None  # training time budget (makes training time-dependent)
     seed: int = 0
+    labels: str = "square"  # label rule: square (ground truth), edge, small, shuffled
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SanitySpec:
     cascading: bool = True
     independent: bool = True
     data_randomization: bool = True
+    data_randomization_images: int = 2000  # the first training images, labels shuffled
     data_randomization_epochs: int = 2
 
 
@@ -282,13 +286,20 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
     """Checks beyond types: positive sizes, known sets, readable files."""
     from probes import SETS
 
-    for key in ("size", "train", "val", "images_per_set"):
+    for key in ("size", "train", "val", "images_per_set", "pair_scenes"):
         if getattr(spec.data, key) < 1:
             raise locate.error(f"data.{key}", "must be positive")
     for name in spec.probes.sets:
         if name not in SETS:
             raise locate.error("probes.sets", f"names unknown probe set {name!r}; valid: "
                                               f"{', '.join(SETS)}")
+    if spec.data.train_set not in SETS:
+        raise locate.error("data.train_set", f"names unknown probe set "
+                                             f"{spec.data.train_set!r}; valid: {', '.join(SETS)}")
+    from densevis.recipe import LABEL_RULES
+
+    if spec.model.labels not in LABEL_RULES:
+        raise locate.error("model.labels", f"must be one of {', '.join(LABEL_RULES)}")
     for name in spec.probes.params:
         if name not in SETS:
             raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "

@@ -14,7 +14,7 @@ import pandas as pd
 
 from densevis.errors import DensevisError
 
-SANITY_SET = "base"
+SANITY_SET = "val"  # held-out images of the training set, always present
 
 
 def _read_csv(path) -> pd.DataFrame:
@@ -22,7 +22,8 @@ def _read_csv(path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all():
-            frame[column] = frame[column].fillna("").astype(str)
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "") \
+                .astype(str)
     return frame
 
 
@@ -39,11 +40,17 @@ def data_plan(spec) -> list[tuple[str, str, int, int, dict]]:
     from probes import SETS
 
     data = spec.data
-    plan = [("train", "base", data.train, data.seed, spec.probes.params.get("base", {})),
-            ("val", "base", data.val, data.seed + 1, spec.probes.params.get("base", {}))]
+    trained = spec.probes.params.get(data.train_set, {})
+    plan = [("train", data.train_set, data.train, data.seed, trained),
+            ("val", data.train_set, data.val, data.seed + 1, trained)]
+    check = spec.analysis.sanity
+    if check.data_randomization and check.methods:
+        # the first images of the training set (each image draws from its own seed)
+        plan.append(("train_shuffled", data.train_set,
+                     min(check.data_randomization_images, data.train), data.seed, trained))
     order = list(SETS)
     for name in spec.probes.sets:
-        n = max(1, data.images_per_set // 8) if name == "pairs" else data.images_per_set
+        n = data.pair_scenes if name == "pairs" else data.images_per_set
         plan.append((name, name, n, data.seed + 2 + order.index(name),
                      spec.probes.params.get(name, {})))
     return plan
@@ -70,7 +77,7 @@ def train_config(spec, **changes):
     from densevis.recipe import TrainConfig
 
     values = dict(arch=spec.model.arch, seed=spec.model.seed,
-                  max_minutes=spec.model.max_minutes)
+                  max_minutes=spec.model.max_minutes, labels=spec.model.labels)
     if spec.model.epochs is not None:
         values["epochs"] = spec.model.epochs
     return dataclasses.replace(TrainConfig(**values), **changes)
@@ -246,15 +253,15 @@ def _train_shuffled(runner) -> bool:
 
     spec, stages = runner.spec, runner.stages
     config = train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs,
-                          shuffle_labels=True, patience=10**6)
-    stages.shuffled_key = runner.key("train-shuffled", train=stages.data_keys["train"],
+                          labels="shuffled", patience=10**6)
+    stages.shuffled_key = runner.key("train-shuffled", train=stages.data_keys["train_shuffled"],
                                      val=stages.data_keys["val"],
                                      config=dataclasses.asdict(config))
     path = runner.cache.path("models", f"{spec.model.arch}-shuffled", stages.shuffled_key, ".pt")
     stages.shuffled_checkpoint = path
     if path.exists():
         return True
-    train_files(stages.data["train"], stages.data["val"], path, config, force=True,
+    train_files(stages.data["train_shuffled"], stages.data["val"], path, config, force=True,
                 progress=runner.progress)
     return False
 
@@ -267,4 +274,4 @@ def hypotheses(runner) -> bool:
     tables["hypotheses"] = evaluate_hypotheses(runner.spec, tables["metrics"], tables["sanity"])
     tables["behaviour"] = behaviour_table(tables["metrics"], runner.stages.data,
                                           runner.spec.probes.sets)
-    return True
+    return False  # cheap: computed every time from the cached tables

@@ -2,8 +2,9 @@
 
 Built-in hypotheses come from :mod:`densevis.analysis.hypotheses`; a custom one tests a metric
 on a probe set against a threshold, per method and layer. Rows of one declared ``family`` are
-Holm-corrected together; each (hypothesis, method, layer) also gets an ``overall`` row (supported
-iff all its statistics are, rejected if any is).
+Holm-corrected together, the model's behaviour (method ``model``) apart from the maps'
+(``<family>/behaviour`` and ``<family>/maps``); each (hypothesis, method, layer) also gets an
+``overall`` row (supported iff all its primary statistics are, rejected if any is).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def evaluate_hypotheses(spec, metrics: pd.DataFrame, similarity: pd.DataFrame) -
             rows = rows[rows["layer"].isin(hypothesis.layers) | (rows["layer"] == "")]
         if hypothesis.margin is not None:
             rows = rows.assign(margin=hypothesis.margin)
-        parts.append(rows.assign(family=hypothesis.family or hypothesis.name))
+        # what the model does and what its maps show are separate questions: separate families
+        family = hypothesis.family or hypothesis.name
+        parts.append(rows.assign(family=[f"{family}/{'behaviour' if m == builtin.MODEL else 'maps'}"
+                                         for m in rows["method"]]))
     parts = [part for part in parts if not part.empty]
     if not parts:
         return pd.DataFrame(columns=builtin.COLUMNS + ["correction"])

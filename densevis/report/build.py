@@ -97,12 +97,13 @@ def _panels(runner, limit: int) -> list[Figure]:
     return figures
 
 
-def sections(runner, tables: dict[str, pd.DataFrame], record: dict) -> list[Section]:
-    spec = runner.spec
+def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
+             panels: list[Figure] | None = None) -> list[Section]:
+    """The report's sections from whichever run tables are given (``hypotheses`` required)."""
     hypotheses = tables["hypotheses"]
     headline = hypotheses[hypotheses["statistic"] == "overall"]
-    columns = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high",
-               "p_value", "p_adjusted", "margin", "n", "verdict"]
+    columns = ["hypothesis", "method", "layer", "statistic", "role", "effect", "ci_low",
+               "ci_high", "p_value", "p_adjusted", "margin", "n", "verdict"]
     detail = hypotheses[hypotheses["statistic"] != "overall"][
         [c for c in columns if c in hypotheses.columns]]
     out = [Section(
@@ -110,49 +111,52 @@ def sections(runner, tables: dict[str, pd.DataFrame], record: dict) -> list[Sect
         f"Each hypothesis is tested per method and layer on per-image statistics (Wilcoxon "
         f"signed-rank, paired where images or scenes pair; bootstrap 95% CIs of the median "
         f"effect), Holm-corrected within its declared family. Verdict rule: {VERDICT_RULE}. "
-        f"The 'overall' verdict of a hypothesis is supported only if all its statistics are, "
-        f"and rejected if any is; each row's rule with its numbers is in hypotheses.csv.",
+        f"The 'overall' verdict of a hypothesis is supported only if all its primary "
+        f"statistics are, and rejected if any is; secondary statistics are reported beside "
+        f"them. Method 'model' rows are the model's behaviour (logits), not a saliency map. "
+        f"Each row's rule with its numbers is in hypotheses.csv.",
         tables=[headline[["hypothesis", "method", "layer", "p_adjusted", "verdict"]], detail],
         figures=[Figure(png, "effects and 95% CIs") for png in
                  [plots.hypotheses_forest(detail)] if png])]
-    behaviour = tables["behaviour"]
-    out.append(Section(
-        "Behaviour per probe set",
-        "What the model says on each set: positive rate (Wilson 95% CI), mean logit margin "
-        "(positive minus negative logit, t 95% CI) and accuracy against the ground truth. On "
-        "'pairs', one row per edit of the same scenes.",
-        tables=[behaviour, tables["evaluation"]],
-        figures=[Figure(png, "positive rate and logit margin per set") for png in
-                 [plots.behaviour_bars(behaviour)] if png]))
-    summary = tables["summary"]
-    localization = [Figure(png, f"{metric} by method and layer vs null baselines")
-                    for metric in ("mass_minus_area", "density_ratio", "pointing_game")
-                    for png in [plots.localization_by_layer(summary, metric)] if png]
-    out.append(Section(
-        "Localization of the square",
-        "Mean per method and layer (95% t CI) on the base set's images with a square; the "
-        "bands are the null baselines (random, Sobel edge map, centred Gaussian) through the "
-        "same metrics. mass_minus_area is 0 for a uniform map.",
-        tables=[summary[(summary["set"] == "base") & summary["metric"].isin(
-            ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])]],
-        figures=localization))
-    sanity = tables["sanity"]
-    out.append(Section(
-        "Sanity checks (Adebayo et al. 2018)",
-        "Similarity of each method's maps to the trained model's maps as layers are "
-        "re-initialized from the top down (cascading) and for a model trained on shuffled "
-        "labels. A method whose maps stay similar does not explain the model.",
-        figures=[Figure(png, f"cascading randomization, {metric}") for metric in
-                 ("spearman_abs", "spearman_signed", "ssim")
-                 for png in [plots.sanity_curves(sanity, metric)] if png]))
-    if spec.outputs.figures and spec.outputs.panels_per_set:
+    if "behaviour" in tables:
+        behaviour = tables["behaviour"]
+        out.append(Section(
+            "Behaviour per probe set",
+            "What the model says on each set: positive rate (Wilson 95% CI), mean logit margin "
+            "(positive minus negative logit, t 95% CI) and accuracy against the ground truth. "
+            "On 'pairs', one row per edit of the same scenes.",
+            tables=[behaviour] + [tables[t] for t in ("evaluation",) if t in tables],
+            figures=[Figure(png, "positive rate and logit margin per set") for png in
+                     [plots.behaviour_bars(behaviour)] if png]))
+    if "summary" in tables:
+        summary = tables["summary"]
+        out.append(Section(
+            "Localization of the square",
+            "Mean per method and layer (95% t CI) on the base set's images with a square; the "
+            "bands are the null baselines (random, Sobel edge map, centred Gaussian) through the "
+            "same metrics. mass_minus_area is 0 for a uniform map.",
+            tables=[summary[(summary["set"] == "base") & summary["metric"].isin(
+                ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])]],
+            figures=[Figure(png, f"{metric} by method and layer vs null baselines")
+                     for metric in ("mass_minus_area", "density_ratio", "pointing_game")
+                     for png in [plots.localization_by_layer(summary, metric)] if png]))
+    if "sanity" in tables:
+        out.append(Section(
+            "Sanity checks (Adebayo et al. 2018)",
+            "Similarity of each method's maps to the trained model's maps as layers are "
+            "re-initialized from the top down (cascading) and for a model trained on shuffled "
+            "labels. A method whose maps stay similar does not explain the model.",
+            figures=[Figure(png, f"cascading randomization, {metric}") for metric in
+                     ("spearman_abs", "spearman_signed", "ssim")
+                     for png in [plots.sanity_curves(tables["sanity"], metric)] if png]))
+    if panels:
         out.append(Section("The original study's panels",
                            "Vanilla and guided backprop as 3x3 panels (all / positive / "
                            "negative, colour and grey capped at the 99th percentile); Grad-CAM "
-                           "and guided Grad-CAM on every layer.",
-                           figures=_panels(runner, spec.outputs.panels_per_set)))
-    out.append(Section("Provenance", "Spec, seeds, versions, file hashes and stage timings.",
-                       preformatted=json.dumps(record, indent=2, default=str)))
+                           "and guided Grad-CAM on every layer.", figures=panels))
+    if record:
+        out.append(Section("Provenance", "Spec, seeds, versions, file hashes and stage timings.",
+                           preformatted=json.dumps(record, indent=2, default=str)))
     return out
 
 
@@ -183,9 +187,12 @@ def write_run(runner) -> Path:
         (tmp / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
         if runner.spec.source and Path(runner.spec.source).is_file():
             shutil.copyfile(runner.spec.source, tmp / "spec.toml")
-        parts = sections(runner, tables, record)
-        _save_figures(parts, tmp / "figures")
-        if runner.spec.outputs.html:
+        outputs = runner.spec.outputs
+        panels = _panels(runner, outputs.panels_per_set) if outputs.figures else []
+        parts = sections(tables, record, panels) if outputs.figures or outputs.html else []
+        if outputs.figures:
+            _save_figures(parts, tmp / "figures")
+        if outputs.html:
             page = render_page(f"densevis run: {runner.spec.name}", parts)
             (tmp / "report.html").write_text(page, encoding="utf-8")
         os.replace(tmp, target)

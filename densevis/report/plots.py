@@ -57,8 +57,9 @@ def behaviour_bars(behaviour: pd.DataFrame) -> bytes | None:
     for ax, column, label in ((axes[0], "positive_rate", "positive rate"),
                               (axes[1], "margin", "logit margin (positive - negative)")):
         low, high = behaviour[f"{column}_ci_low"], behaviour[f"{column}_ci_high"]
-        ax.errorbar(behaviour[column], y, xerr=[behaviour[column] - low, high - behaviour[column]],
-                    fmt="o", color="#1565c0", capsize=3)
+        errors = np.clip([behaviour[column] - low, high - behaviour[column]], 0, None)  # rounding
+        ax.errorbar(behaviour[column], y, xerr=np.nan_to_num(errors), fmt="o", color="#1565c0",
+                    capsize=3)
         ax.set_yticks(y, behaviour["set"], fontsize=8)
         ax.set_xlabel(label)
         ax.axvline(0.5 if column == "positive_rate" else 0.0, color="black", lw=0.5)
