@@ -11,11 +11,11 @@ and write tests against the ``densevis_run`` fixture::
 
     from densevis.testing import assert_hypothesis, assert_localizes
 
-    def test_not_an_edge_detector(densevis_run):
-        assert_hypothesis(densevis_run, "edge_detector", verdict="rejected")
+    def test_a_line_alone_is_enough(densevis_run):
+        assert_hypothesis(densevis_run, "edge_detector", "supported", method="model")
 
-    def test_gradcam_finds_the_square(densevis_run):
-        assert_localizes(densevis_run, method="gradcam", layer="denseblock4", min_effect=0.05)
+    def test_guided_gradcam_finds_the_square(densevis_run):
+        assert_localizes(densevis_run, method="guided_gradcam", layer="denseblock3")
 
 A failing assertion shows the effect, its confidence interval, the p-values and the verdict rule.
 """
@@ -121,36 +121,71 @@ def _describe(row) -> str:
     return text
 
 
-def assert_hypothesis(run: Run, name: str, verdict: str, method: str | None = None,
-                      layer: str | None = None) -> None:
-    """Assert that every result of hypothesis ``name`` (for ``method``/``layer``) has ``verdict``.
+def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
+                      method: str | None = None, layer: str | None = None,
+                      statistic: str | None = "overall") -> None:
+    """Assert that hypothesis ``name`` (for ``method``/``layer``) has ``verdict``.
 
-    ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``.
+    ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``, or a tuple of allowed
+    verdicts (e.g. ``("rejected", "inconclusive")``: not supported). By default the ``overall``
+    verdict of each matching method and layer is checked (the one its primary statistics
+    decide); pass ``statistic`` (its text in the ``statistic`` column) to check one statistic,
+    or ``None`` to require the verdict of every row. A failure lists the statistics behind each
+    wrong verdict with effect, 95% CI, p-values and the rule.
     """
-    if verdict not in ("supported", "rejected", "inconclusive"):
-        raise ValueError(f"verdict must be supported, rejected or inconclusive, not {verdict!r}")
+    allowed = (verdict,) if isinstance(verdict, str) else tuple(verdict)
+    if not allowed or not set(allowed) <= {"supported", "rejected", "inconclusive"}:
+        raise ValueError(f"verdict must be supported, rejected or inconclusive (or a tuple of "
+                         f"them), not {verdict!r}")
     rows = run.hypothesis_rows(name, method, layer)
-    wrong = [row for _, row in rows.iterrows() if row["verdict"] != verdict]
+    checked = rows if statistic is None else rows[rows["statistic"] == statistic]
+    if checked.empty:
+        listed = "; ".join(sorted(set(rows["statistic"].astype(str))))
+        raise AssertionError(f"run {run.path} has no statistic {statistic!r} for hypothesis "
+                             f"{name!r}; it has: {listed}")
+    wrong = [row for _, row in checked.iterrows() if row["verdict"] not in allowed]
     if wrong:
-        details = "\n  ".join(_describe(row) for row in wrong)
-        raise AssertionError(f"expected {name} to be {verdict}, but:\n  {details}")
+        details = []
+        for row in wrong:
+            details.append(_describe(row))
+            if row["statistic"] == "overall":
+                parts = rows[(rows["statistic"] != "overall")
+                             & (rows["method"].fillna("") == _text(row["method"]))
+                             & (rows["layer"].fillna("") == _text(row["layer"]))]
+                details += [f"  {part['role']}: {_describe(part)}"
+                            for _, part in parts.iterrows()]
+        raise AssertionError(f"expected {name} to be {' or '.join(allowed)}, but:\n  "
+                             + "\n  ".join(details))
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def assert_localizes(run: Run, method: str, layer: str | None = None, min_effect: float = 0.0,
                      alpha: float = 0.05, hypothesis: str = "localizes_square") -> None:
     """Assert that ``method`` (at ``layer``) puts more relevance on the square than area predicts.
 
-    Passes when the corrected p-value is below ``alpha`` and the lower confidence bound of the
-    effect exceeds ``min_effect``.
+    Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
+    baseline on the same images): each must have a corrected p-value below ``alpha`` and the
+    lower 95% confidence bound of its effect (a share of the map's mass) above ``min_effect``.
     """
     rows = run.hypothesis_rows(hypothesis, method, layer)
-    failing = [row for _, row in rows.iterrows()
+    checked = rows[rows["statistic"].astype(str).str.startswith("mass_minus_area")]
+    if checked.empty:
+        raise AssertionError(f"run {run.path} has no mass_minus_area statistic for {hypothesis} "
+                             f"{method}{f' at {layer}' if layer else ''}")
+    failing = [row for _, row in checked.iterrows()
                if not (row["p_adjusted"] < alpha and row["ci_low"] > min_effect)]
     if failing:
         details = "\n  ".join(_describe(row) for row in failing)
         raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
                              f"square (need p adjusted < {alpha} and CI low > {min_effect}):"
                              f"\n  {details}")
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 # ----------------------------------------------------------------------------------- the plugin

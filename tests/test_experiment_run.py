@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -122,7 +121,7 @@ def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tempfile.mkdtemp()}",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
         capture_output=True, text=True, timeout=180)
     found = re.search(r'<pre id="densevis-check">(.*?)</pre>', done.stdout)
@@ -167,26 +166,41 @@ def test_killed_run_resumes_with_identical_results(tiny_run, tiny_spec, tmp_path
 
 def test_pytest_plugin_asserts_hypotheses_of_a_run(tiny_run, tmp_path):
     hypotheses = pd.read_csv(tiny_run / "hypotheses.csv")
-    row = hypotheses[(hypotheses["hypothesis"] == "mass_on_square")].iloc[0]
-    wrong = "supported" if row["verdict"] != "supported" else "rejected"
+    mass = hypotheses[(hypotheses["hypothesis"] == "mass_on_square")
+                      & (hypotheses["statistic"] == "overall")].iloc[0]
+    wrong = "supported" if mass["verdict"] != "supported" else "rejected"
+    localizes = hypotheses[(hypotheses["hypothesis"] == "localizes_square")
+                           & (hypotheses["method"] == "vanilla")
+                           & hypotheses["statistic"].str.startswith("mass_minus_area")]
+    lowest = float(localizes["ci_low"].min())
     tests = tmp_path / "test_claims.py"
     tests.write_text(
-        "from densevis.testing import assert_hypothesis\n\n"
+        "from densevis.testing import assert_hypothesis, assert_localizes\n\n"
         "def test_right(densevis_run):\n"
-        f"    assert_hypothesis(densevis_run, 'mass_on_square', verdict={row['verdict']!r},\n"
+        f"    assert_hypothesis(densevis_run, 'mass_on_square', verdict={mass['verdict']!r},\n"
         "                      method='vanilla')\n\n"
         "def test_wrong(densevis_run):\n"
         f"    assert_hypothesis(densevis_run, 'mass_on_square', verdict={wrong!r})\n\n"
         "def test_unknown(densevis_run):\n"
-        "    assert_hypothesis(densevis_run, 'no_such_claim', verdict='supported')\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider",
-                           "--densevis-run", str(tiny_run.parent)],
+        "    assert_hypothesis(densevis_run, 'no_such_claim', verdict='supported')\n\n"
+        "def test_localizes_beyond_every_bound(densevis_run):\n"
+        "    assert_localizes(densevis_run, method='vanilla', alpha=1.01,\n"
+        f"                     min_effect={lowest - 1e-6!r})\n\n"
+        "def test_localizes_above_the_lowest_bound(densevis_run):\n"
+        "    assert_localizes(densevis_run, method='vanilla', alpha=1.01,\n"
+        f"                     min_effect={lowest + 1e-6!r})\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", str(tests), "-q", "-p",
+                           "no:cacheprovider", "--densevis-run", str(tiny_run.parent)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert "2 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+    assert "3 failed, 2 passed" in done.stdout, done.stdout[-2000:]
+    assert "FAILED test_claims.py::test_localizes_above_the_lowest_bound" in done.stdout
     assert f"expected mass_on_square to be {wrong}" in done.stdout
+    assert "primary: mass_on_square" in done.stdout  # the statistics behind the overall verdict
     assert "95% CI" in done.stdout and "p adjusted" in done.stdout and "rule:" in done.stdout
     assert "has no result for hypothesis 'no_such_claim'" in done.stdout
-    missing = subprocess.run([sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider"],
+    assert "vanilla does not localize the square" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "pytest", str(tests), "-q", "-p",
+                              "no:cacheprovider"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert missing.returncode != 0 and "--densevis-run" in missing.stdout + missing.stderr
 

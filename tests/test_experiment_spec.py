@@ -64,3 +64,10 @@ def test_bad_spec_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").rglob("*.toml")),
+                         ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_shipped_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.name and spec.hypotheses

@@ -21,8 +21,21 @@ from probes import SETS, ProbeSet, footprint, get_set, shape_of, write_probe_set
 from probes.scene import KINDS
 
 
+_SCRATCH: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_folder():
+    """One folder for the sets written inside hypothesis examples (no ``tmp_path`` there),
+    removed with the module."""
+    with tempfile.TemporaryDirectory(prefix="dv-probes-") as folder:
+        _SCRATCH.append(Path(folder))
+        yield
+        _SCRATCH.pop()
+
+
 def _generate(name: str, n: int, seed: int, size: int, **params) -> ProbeSet:
-    folder = Path(tempfile.mkdtemp(prefix="dv-probes-"))
+    folder = Path(tempfile.mkdtemp(dir=_SCRATCH[-1]))
     return ProbeSet(write_probe_set(folder / f"{name}.h5", name, n=n, seed=seed, size=size,
                                     params=params, workers=1))
 

@@ -40,6 +40,9 @@ Examples
 
 from __future__ import annotations
 
+import weakref
+
+import numpy as np
 import pandas as pd
 
 from densevis.analysis.baselines import BASELINES
@@ -66,11 +69,24 @@ COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci
 ROLES = ("primary", "secondary")
 
 
+_SERIES_KEYS = ["set", "metric", "method", "layer"]
+_LAST_INDEX: list = [lambda: None, {}]  # (weak reference to a metrics table, its row index)
+
+
+def _rows_by_key(metrics: pd.DataFrame) -> dict:
+    """Row positions of ``metrics`` per (set, metric, method, layer), built once per table:
+    hundreds of statistics each select one series, and a boolean mask per selection over a
+    million-row table costs seconds. Tables are read, never changed, while tested."""
+    if _LAST_INDEX[0]() is not metrics:
+        _LAST_INDEX[:] = [weakref.ref(metrics),
+                          metrics.groupby(_SERIES_KEYS, sort=False, dropna=False).indices]
+    return _LAST_INDEX[1]
+
+
 def _series(metrics: pd.DataFrame, set_name: str, metric: str, method: str = MODEL,
             layer: str = "") -> pd.Series:
-    rows = metrics[(metrics["set"] == set_name) & (metrics["metric"] == metric)
-                   & (metrics["method"] == method) & (metrics["layer"] == layer)]
-    return rows.groupby("image")["value"].first()
+    rows = _rows_by_key(metrics).get((set_name, metric, method, layer), np.empty(0, np.int64))
+    return metrics.iloc[rows].groupby("image")["value"].first()
 
 
 def _explained(metrics: pd.DataFrame, set_name: str, metric: str) -> list[tuple[str, str]]:

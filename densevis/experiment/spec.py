@@ -6,7 +6,7 @@ checks, hypotheses and outputs. A ``[quick]`` table holds overrides applied by
 ``densevis run --quick`` (same structure as the spec, e.g. ``[quick.data] size = 64``).
 
 Every problem is reported with the key, the file and the line, e.g.
-``experiments/x.toml line 4: unknown key 'data.sise'; valid: images_per_set, seed, size, ...``.
+``experiments/x.toml line 3: key 'data.sise' is unknown; valid: images_per_set, ...``.
 
 Examples
 --------

@@ -93,7 +93,7 @@ def _panels(runner, limit: int) -> list[Figure]:
                     else:
                         fig = gradient_panel(image, preprocess(image[None])[0, 0].numpy(),
                                              maps.read(method, None, row), f"{method}: {caption}")
-                    figures.append(Figure(png_of(fig), f"{method} — {caption}"))
+                    figures.append(Figure(png_of(fig, tight=False), f"{method} — {caption}"))
     return figures
 
 

@@ -55,12 +55,12 @@ class Section:
     preformatted: str = ""
 
 
-def png_of(figure) -> bytes:
-    """Render a matplotlib figure to PNG bytes and close it."""
+def png_of(figure, tight: bool = True) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it (``tight``: trim the margins)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight" if tight else None)
     plt.close(figure)
     return buffer.getvalue()
 

@@ -53,8 +53,10 @@ def gradient_panel(image: np.ndarray, model_input: np.ndarray, grad: np.ndarray,
     >>> len(fig.axes)
     9
     """
-    fig = Figure(figsize=(7.5, 7.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 7.5))
     axes = fig.subplots(3, 3)
+    # a fixed layout: images without ticks need no layout engine, which costs most of the time
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.15)
     _show(axes[0, 0], image, "image", cmap="gray", vmin=0, vmax=255)
     _show(axes[0, 1], model_input, "model input", cmap="gray", vmin=0, vmax=1)
     axes[0, 2].set_axis_off()
@@ -82,8 +84,11 @@ def layer_grid(image: np.ndarray, maps: dict[str, np.ndarray], title: str = "",
     maximum.
     """
     rows = max(1, math.ceil(len(maps) / columns))
-    fig = Figure(figsize=(2.2 * columns, 2.3 * rows + 0.4), layout="constrained")
+    height = 2.3 * rows + 0.4
+    fig = Figure(figsize=(2.2 * columns, height))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.05,
+                        hspace=0.15)
     for ax, (layer, values) in zip(axes, maps.items()):
         heat = np.abs(values)
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
