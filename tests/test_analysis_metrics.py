@@ -230,3 +230,19 @@ def test_reductions_and_baselines(base_file):
     assert torch.equal(whole[4:], random_maps(np.array([4, 5]), 16, "base", seed=3))
     center = center_maps(1, 15)[0]
     assert center.argmax().item() == 7 * 15 + 7
+
+
+def test_sort_rows_split_over_threads_is_exact():
+    from densevis.analysis.localization import sort_rows
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(70, 16000)).astype(np.float32))
+    x[3, :100] = x[3, 200]  # ties
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        split = sort_rows(x)  # 1.1M values: split over 2 threads
+        torch.set_num_threads(1)
+        whole = sort_rows(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(split, torch.sort(x, dim=1).values) and torch.equal(split, whole)

@@ -208,3 +208,46 @@ def test_passes_randomization_flags_a_method_that_stays_similar():
     assert rows.loc["edges", "verdict"] == "rejected"
     per_method = overall(adjust(rows.reset_index())).set_index("method")["verdict"]
     assert per_method.to_dict() == {"gradient": "supported", "edges": "rejected"}
+
+
+def test_cue_contrast_must_beat_the_edge_map():
+    """Lines are all edge: a map that only follows edges (like Sobel) puts more area-corrected
+    mass on them than on circles. Only a contrast beyond the baselines' counts."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(40):
+        sobel_lines, sobel_circles = rng.normal(3, 0.2), rng.normal(1, 0.2)
+        rows += [("lines_only", i, "sobel", "", "line_mass", sobel_lines),
+                 ("lines_only", i, "sobel", "", "circle_mass", sobel_circles),
+                 ("lines_only", i, "edgy", "", "line_mass", sobel_lines + rng.normal(0, 0.05)),
+                 ("lines_only", i, "edgy", "", "circle_mass", sobel_circles),
+                 ("lines_only", i, "cue", "", "line_mass", rng.normal(6, 0.2)),
+                 ("lines_only", i, "cue", "", "circle_mass", rng.normal(1, 0.2))]
+    table = run_all(_metrics(rows))
+    verdicts = table.set_index(["method", "statistic"])["verdict"]
+    assert verdicts[("edgy", "line_mass > circle_mass")] == "supported"
+    assert verdicts[("edgy", "line_mass - circle_mass > sobel's")] == "rejected"
+    assert verdicts[("edgy", "overall")] == "rejected"
+    assert verdicts[("cue", "line_mass - circle_mass > sobel's")] == "supported"
+    assert verdicts[("cue", "overall")] == "supported"
+
+
+def test_a_method_that_fails_randomization_supports_nothing():
+    rng = np.random.default_rng(4)
+    metrics = _metrics([("base", i, method, "", "mass_minus_area", rng.normal(0.3, 0.05))
+                        for i in range(30) for method in ("faithful", "image_only")])
+    similarity = pd.concat(pd.DataFrame({
+        "test": "cascading", "step": "all", "step_index": 1, "method": method, "layer": "",
+        "image": range(20), "metric": "spearman_abs",
+        "value": rng.normal(0.05 if method == "faithful" else 0.95, 0.02, 20)})
+        for method in ("faithful", "image_only"))
+    table = run_all(metrics, similarity)
+    rows = table[table["statistic"] == "overall"].set_index(["hypothesis", "method"])
+    assert rows.loc[("localizes_square", "faithful"), "verdict"] == "supported"
+    assert rows.loc[("passes_randomization", "image_only"), "verdict"] == "rejected"
+    gated = rows.loc[("localizes_square", "image_only")]
+    assert gated["verdict"] == "inconclusive"
+    assert "fails passes_randomization" in gated["note"]
+    statistic = table[(table["method"] == "image_only") & (table["statistic"] ==
+                                                            "mass_minus_area > 0")]
+    assert statistic["verdict"].tolist() == ["supported"]  # the statistic itself is reported

@@ -95,6 +95,7 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     assert "pairs/sides" in set(behaviour["set"])
     assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
     assert set(tables["sanity"]["test"]) == {"cascading", "independent", "data"}
+    assert {"base (val)", "base", "pairs"} <= set(tables["evaluation"]["set"])
     record = json.loads((tiny_run / "provenance.json").read_text())
     assert record["seeds"]["data"] == 0 and "torch" in record["versions"]
     assert all(len(entry["sha256"]) == 64 for entry in record["files"].values())

@@ -2,7 +2,8 @@
 
 Each function returns hypothesis rows (one per statistic, method and layer; uncorrected: ``adjust``
 them across the family you declare, see :func:`run_all`). A statistic's ``role`` is primary (a
-direct consequence; primaries decide the ``overall`` verdict) or secondary (reported only).
+direct consequence; primaries decide the ``overall`` verdict) or secondary (reported only). A
+method and layer that fail ``passes_randomization`` support nothing overall (:func:`overall`).
 Margins are the smallest effects that matter (:data:`MARGINS`); the verdict rule is
 :data:`densevis.analysis.stats.VERDICT_RULE`.
 
@@ -13,12 +14,14 @@ Margins are the smallest effects that matter (:data:`MARGINS`); the verdict rule
 ``edge_detector`` (would a line alone do?)
     primary: the model's logit margin is higher on ``lines_only`` than on square-free controls,
     and on ``pairs`` the loose ``sides`` keep more of the square's evidence than removing it;
-    maps: ``line_mass > circle_mass`` on ``lines_only`` (paired per image). Secondary:
+    maps: ``line_mass > circle_mass`` on ``lines_only`` (per image), and that contrast above
+    each null baseline's on the same images (an edge map prefers lines too). Secondary:
     ``edge_interior_ratio > 1`` on the base set, and the ``outline`` keeping more than removing
     (a square detector may answer to an outline too).
 ``small_object_detector`` (is the square just the smallest thing?)
     primary: small circles raise the margin over square-free controls; maps:
-    ``smallest_object_mass > square_mass`` on the base set. Secondary (confounded by the circles
+    ``smallest_object_mass > square_mass`` on the base set, and that contrast above each null
+    baseline's. Secondary (confounded by the circles
     around the square): large squares lower the margin below base squares, doubling a square
     lowers it, halving keeps more than doubling; ``circle_mass > square_mass`` on
     ``large_squares``.
@@ -57,6 +60,10 @@ MARGINS = {
     "similarity": 0.1,           # rank correlation / SSIM / HOG similarity
 }
 MODEL = "model"  # the method name of behaviour rows (from logits)
+RANDOMIZATION = "passes_randomization"
+#: How an ``overall`` row decides (its ``rule`` column).
+OVERALL_RULE = ("supported iff every primary statistic is (and, for maps, the method and layer "
+                "do not fail passes_randomization); rejected iff any primary statistic is")
 #: Sets whose squares the map-based statistics use, in order of preference (``square_set=None``).
 SQUARE_SETS = ("base", "squares_only", "large_squares")
 COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high", "p_value",
@@ -154,6 +161,24 @@ def _control(metrics: pd.DataFrame, preferred: str, fallback: str, label: int):
     return _by_label(metrics, fallback, label), f"{fallback} (label {label})"
 
 
+def _mass_contrast(tester: _Tester, metrics: pd.DataFrame, set_name: str, more: str, less: str,
+                   baselines, margin: float) -> None:
+    """Primary map statistics of a cue: ``more > less`` per image, and that contrast above each
+    null baseline's on the same images. Area-corrected mass favours thin and small shapes for
+    any map that follows edges (they have more edge per pixel): the Sobel map itself puts more
+    on lines than on circles, and more on the smallest object than on the square, so only a
+    contrast beyond the baselines' says something about the model."""
+    for method, layer in _explained(metrics, set_name, more):
+        contrast = (_series(metrics, set_name, more, method, layer)
+                    - _series(metrics, set_name, less, method, layer)).dropna()
+        tester.one(method, layer, f"{more} > {less}", set_name, contrast, margin=margin)
+        for baseline in baselines:
+            reference = (_series(metrics, set_name, more, baseline)
+                         - _series(metrics, set_name, less, baseline)).dropna()
+            tester.paired(method, layer, f"{more} - {less} > {baseline}'s", set_name, contrast,
+                          reference, margin=margin)
+
+
 def localizes_square(metrics: pd.DataFrame, square_set: str | None = None, baselines=BASELINES,
                      margins: dict | None = None, alpha: float = 0.05, test: str = "wilcoxon",
                      seed: int = 0) -> pd.DataFrame:
@@ -176,18 +201,15 @@ def localizes_square(metrics: pd.DataFrame, square_set: str | None = None, basel
     return tester.frame()
 
 
-def edge_detector(metrics: pd.DataFrame, square_set: str | None = None,
+def edge_detector(metrics: pd.DataFrame, square_set: str | None = None, baselines=BASELINES,
                   margins: dict | None = None, alpha: float = 0.05, test: str = "wilcoxon",
                   seed: int = 0) -> pd.DataFrame:
     """Rows of ``edge_detector``: line vs circle mass, edge vs interior, lines in logits."""
     margins = {**MARGINS, **(margins or {})}
     square_set = _square_set(metrics, square_set, "edge_interior_ratio")
     tester = _Tester("edge_detector", alpha, test, seed)
-    for method, layer in _explained(metrics, "lines_only", "line_mass"):
-        tester.paired(method, layer, "line_mass > circle_mass", "lines_only",
-                      _series(metrics, "lines_only", "line_mass", method, layer),
-                      _series(metrics, "lines_only", "circle_mass", method, layer),
-                      margin=margins["area_mass"])
+    _mass_contrast(tester, metrics, "lines_only", "line_mass", "circle_mass", baselines,
+                   margins["area_mass"])
     for method, layer in _explained(metrics, square_set, "edge_interior_ratio"):
         tester.one(method, layer, "edge_interior_ratio > 1", square_set,
                    _series(metrics, square_set, "edge_interior_ratio", method, layer), null=1.0,
@@ -205,17 +227,14 @@ def edge_detector(metrics: pd.DataFrame, square_set: str | None = None,
 
 
 def small_object_detector(metrics: pd.DataFrame, square_set: str | None = None,
-                          margins: dict | None = None, alpha: float = 0.05,
+                          baselines=BASELINES, margins: dict | None = None, alpha: float = 0.05,
                           test: str = "wilcoxon", seed: int = 0) -> pd.DataFrame:
     """Rows of ``small_object_detector``: smallest object vs square, sizes in logits."""
     margins = {**MARGINS, **(margins or {})}
     square_set = _square_set(metrics, square_set, "smallest_object_mass")
     tester = _Tester("small_object_detector", alpha, test, seed)
-    for method, layer in _explained(metrics, square_set, "smallest_object_mass"):
-        tester.paired(method, layer, "smallest_object_mass > square_mass", square_set,
-                      _series(metrics, square_set, "smallest_object_mass", method, layer),
-                      _series(metrics, square_set, "square_mass", method, layer),
-                      margin=margins["area_mass"])
+    _mass_contrast(tester, metrics, square_set, "smallest_object_mass", "square_mass",
+                   baselines, margins["area_mass"])
     for method, layer in _explained(metrics, "large_squares", "circle_mass"):
         tester.paired(method, layer, "circle_mass > square_mass", "large_squares",
                       _series(metrics, "large_squares", "circle_mass", method, layer),
@@ -252,7 +271,7 @@ def passes_randomization(similarity: pd.DataFrame, metric: str = "spearman_abs",
     the method passes; rejected = its maps stay similar (it is flagged).
     """
     margins = {**MARGINS, **(margins or {})}
-    tester = _Tester("passes_randomization", alpha, test, seed)
+    tester = _Tester(RANDOMIZATION, alpha, test, seed)
     rows = similarity[similarity["metric"] == metric]
     for kind, label in (("cascading", "cascading, all layers"), ("data", "shuffled labels")):
         part = rows[rows["test"] == kind]
@@ -268,25 +287,41 @@ def passes_randomization(similarity: pd.DataFrame, metric: str = "spearman_abs",
 
 def overall(table: pd.DataFrame) -> pd.DataFrame:
     """One ``overall`` row per (hypothesis, method, layer): the intersection-union verdict of
-    its primary statistics.
+    its primary statistics, gated by the randomization check.
 
     Supported iff every primary statistic is supported, rejected iff any is rejected; its
     p-values are the largest of those parts (the intersection-union test's p-value). Secondary
-    statistics are reported but do not decide.
+    statistics are reported but do not decide. A map-based ``supported`` becomes
+    ``inconclusive`` (with a note) when the same method and layer fail
+    ``passes_randomization`` in the table: maps that barely change when the weights are
+    randomized show the image, not the model, so what they localize is no evidence about it
+    (the known-answer runs show such maps "supporting" cues a model does not have).
     """
-    rows = []
-    for (hypothesis, method, layer), group in table.groupby(["hypothesis", "method", "layer"],
-                                                            sort=False):
+    groups = list(table.groupby(["hypothesis", "method", "layer"], sort=False))
+
+    def deciding(group: pd.DataFrame) -> pd.DataFrame:
         primary = group[group["role"] != "secondary"]
-        deciding = primary if len(primary) else group
+        return primary if len(primary) else group
+
+    failing = {(method, layer) for (hypothesis, method, layer), group in groups
+               if hypothesis == RANDOMIZATION
+               and combine_verdicts(deciding(group)["verdict"]) == "rejected"}
+    rows = []
+    for (hypothesis, method, layer), group in groups:
+        parts = deciding(group)
+        verdict, note = combine_verdicts(parts["verdict"]), ""
+        if (hypothesis != RANDOMIZATION and method != MODEL and (method, layer) in failing
+                and verdict == "supported"):
+            verdict = "inconclusive"
+            note = (f"{method}{f' at {layer}' if layer else ''} fails passes_randomization: its "
+                    f"maps do not show the model, so its statistics (all supported) are no "
+                    f"evidence for {hypothesis}")
         rows.append({"hypothesis": hypothesis, "method": method, "layer": layer,
-                     "statistic": "overall", "p_value": deciding["p_value"].max(),
-                     "p_adjusted": deciding["p_adjusted"].max(),
-                     "verdict": combine_verdicts(deciding["verdict"]),
+                     "statistic": "overall", "p_value": parts["p_value"].max(),
+                     "p_adjusted": parts["p_adjusted"].max(), "verdict": verdict,
                      "family": group["family"].iloc[0], "role": "overall",
-                     "test": "intersection-union",
-                     "rule": "supported iff every primary statistic is; rejected iff any is",
-                     "sets": ", ".join(sorted(set(deciding["sets"])))})
+                     "test": "intersection-union", "rule": OVERALL_RULE, "note": note,
+                     "sets": ", ".join(sorted(set(parts["sets"])))})
     return pd.DataFrame(rows, columns=table.columns)
 
 

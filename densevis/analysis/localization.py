@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 
 import numpy as np
@@ -74,12 +75,21 @@ def topk_pixels(height: int, width: int) -> int:
 def sort_rows(x: torch.Tensor) -> torch.Tensor:
     """Each row sorted ascending.
 
-    On the CPU numpy's vectorized sort does it (about 3x faster than ``torch.sort`` there, and
-    bit-identical: sorting is exact); elsewhere ``torch.sort``.
+    On the CPU numpy's sort does it (about 3x faster than ``torch.sort`` there, and
+    bit-identical: sorting is exact), in place on a copy, its rows split over torch's CPU threads
+    (numpy releases the GIL while sorting); elsewhere ``torch.sort``.
     """
-    if x.device.type == "cpu":
-        return torch.from_numpy(np.sort(x.numpy(), axis=1))
-    return torch.sort(x, dim=1).values
+    if x.device.type != "cpu":
+        return torch.sort(x, dim=1).values
+    rows = x.numpy().copy()
+    threads = min(torch.get_num_threads(), len(rows))
+    if threads > 1 and rows.size >= 1 << 20:
+        bounds = np.linspace(0, len(rows), threads + 1).astype(int)
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: rows[bounds[i]:bounds[i + 1]].sort(axis=1), range(threads)))
+    else:
+        rows.sort(axis=1)
+    return torch.from_numpy(rows)
 
 
 def _in_mask_values(x: torch.Tensor, m: torch.Tensor, counts: torch.Tensor):

@@ -7,7 +7,9 @@ RelevanceMassAccuracy, RelevanceRankAccuracy, AUC, TopKIntersection; ``abs=False
 normalise=False``) on the first ``--quantus-n`` maps, timed per metric and extrapolated
 linearly to N maps (Quantus' cost is per map). ``speedup_vs_quantus`` compares Quantus' five
 metrics with densevis' nine, so it understates the like-for-like ratio. densevis runs on
-``--threads`` CPU threads (default 1, like Quantus' numpy code) or on the GPU (``--device cuda``).
+``--threads`` CPU threads (default: one per core, as every densevis command; ``--threads 1`` for
+the single-threaded figure: Quantus' per-map numpy code uses one core whatever it is given) or on
+the GPU (``--device cuda``).
 ``max_abs_diff`` is the largest difference over Quantus' maps (top-k: Quantus' share of the top k
 in the mask is turned into densevis' IoU, see ``densevis.analysis.localization``).
 
@@ -31,8 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=250, help="densevis batch (default 250)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probes and maps")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads for densevis (default 1, like Quantus' numpy)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for densevis (default: torch's, one per core; 1 for "
+                             "the single-threaded figure)")
 
 
 def synthetic_maps(squares, seed: int):
@@ -101,11 +104,13 @@ def run(args: argparse.Namespace) -> dict:
     from densevis.model import resolve_device
     from probes import ProbeSet, write_probe_set
 
-    if args.n < 1 or not 1 <= args.quantus_n <= args.n or args.batch_size < 1 or args.threads < 1:
+    if args.n < 1 or not 1 <= args.quantus_n <= args.n or args.batch_size < 1 or \
+            (args.threads is not None and args.threads < 1):
         raise DensevisError("need --n >= 1, 1 <= --quantus-n <= --n, --batch-size >= 1 and "
                             "--threads >= 1")
     device = resolve_device(args.device)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         path = write_probe_set(Path(folder) / "squares.h5", "squares_only", n=args.n,
                                seed=args.seed, size=args.size)

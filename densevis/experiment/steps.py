@@ -8,6 +8,7 @@ resumed run and an uninterrupted one continue from identical values.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -133,8 +134,22 @@ def evaluate(runner) -> bool:
         table, _ = evaluate_checkpoint(stages.checkpoint, [stages.data[r] for r in roles],
                                        device=runner.spec.saliency.device)
         _write_csv(table, path)
-    stages.tables["evaluation"] = _read_csv(path)
+    table = _read_csv(path)
+    table["set"] = table["set"].map(_role_names({stages.data[r].name: r for r in roles}))
+    stages.tables["evaluation"] = table
     return cached
+
+
+def _role_names(roles_by_file: dict[str, str]):
+    """``evaluate`` names two files of one set ``set[file]``; a run names them by role:
+    ``base (val)`` for the validation set, plain ``base`` for the probe set."""
+    def rename(name: str) -> str:
+        found = re.fullmatch(r"(.+)\[(.+)\]", name)
+        if not found or found.group(2) not in roles_by_file:
+            return name
+        set_name, role = found.group(1), roles_by_file[found.group(2)]
+        return set_name if role == set_name else f"{set_name} ({role})"
+    return rename
 
 
 # ----------------------------------------------------------------------------------- explain

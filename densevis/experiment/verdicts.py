@@ -19,7 +19,7 @@ from densevis.errors import DensevisError
 
 BUILTIN = {"localizes_square": builtin.localizes_square, "edge_detector": builtin.edge_detector,
            "small_object_detector": builtin.small_object_detector}
-RANDOMIZATION = "passes_randomization"
+RANDOMIZATION = builtin.RANDOMIZATION
 
 
 def _custom(metrics: pd.DataFrame, hypothesis, seed: int) -> pd.DataFrame:
