@@ -7,8 +7,8 @@ Each stage's output is cached in OUT/.cache by a hash of its inputs: a rerun ski
 work, and a run killed mid-way resumes. A finished run folder is never overwritten.
 
 examples:
-  densevis run                          # the default experiment (about 6 minutes on 2 cores)
-  densevis run --quick --out reports    # the same design, small (about a minute)
+  densevis run                          # the default experiment (about 5 minutes on 2 cores)
+  densevis run --quick --out reports    # the same design, small (under a minute)
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
   pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run

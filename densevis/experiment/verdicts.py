@@ -37,7 +37,7 @@ def _custom(metrics: pd.DataFrame, hypothesis, seed: int) -> pd.DataFrame:
                                  seed=seed)
         out.append({"hypothesis": hypothesis.name, "method": method, "layer": layer,
                     "statistic": f"{hypothesis.statistic} {sign} {null:g}",
-                    "sets": hypothesis.set, **result})
+                    "role": "primary", "sets": hypothesis.set, **result})
     return pd.DataFrame(out, columns=builtin.COLUMNS)
 
 

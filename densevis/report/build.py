@@ -113,9 +113,11 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
         f"effect), Holm-corrected within its declared family. Verdict rule: {VERDICT_RULE}. "
         f"The 'overall' verdict of a hypothesis is supported only if all its primary "
         f"statistics are, and rejected if any is; secondary statistics are reported beside "
-        f"them. Method 'model' rows are the model's behaviour (logits), not a saliency map. "
+        f"them. A map-based overall verdict of a method and layer that fail "
+        f"passes_randomization is at most inconclusive (see its note). Method 'model' rows are the model's behaviour (logits), not a saliency map. "
         f"Each row's rule with its numbers is in hypotheses.csv.",
-        tables=[headline[["hypothesis", "method", "layer", "p_adjusted", "verdict"]], detail],
+        tables=[headline[[c for c in ("hypothesis", "method", "layer", "p_adjusted", "verdict",
+                                      "note") if c in headline.columns]], detail],
         figures=[Figure(png, "effects and 95% CIs") for png in
                  [plots.hypotheses_forest(detail)] if png])]
     if "behaviour" in tables:
