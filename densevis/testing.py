@@ -118,6 +118,8 @@ def _describe(row) -> str:
             f"p {number(row['p_value'])}, p adjusted {number(row['p_adjusted'])}")
     if isinstance(row.get("rule"), str):
         text += f"; rule: {row['rule']}"
+    if isinstance(row.get("note"), str) and row["note"]:
+        text += f"; note: {row['note']}"
     return text
 
 
@@ -169,6 +171,8 @@ def assert_localizes(run: Run, method: str, layer: str | None = None, min_effect
     Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
     baseline on the same images): each must have a corrected p-value below ``alpha`` and the
     lower 95% confidence bound of its effect (a share of the map's mass) above ``min_effect``.
+    This is a statement about the maps; whether they show the model is the randomization
+    check's question (``assert_hypothesis(run, "localizes_square", ...)`` includes it).
     """
     rows = run.hypothesis_rows(hypothesis, method, layer)
     checked = rows[rows["statistic"].astype(str).str.startswith("mass_minus_area")]
@@ -182,10 +186,6 @@ def assert_localizes(run: Run, method: str, layer: str | None = None, min_effect
         raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
                              f"square (need p adjusted < {alpha} and CI low > {min_effect}):"
                              f"\n  {details}")
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""
 
 
 # ----------------------------------------------------------------------------------- the plugin
