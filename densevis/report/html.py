@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 STYLE = """
@@ -25,8 +27,8 @@ body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margi
        max-width: 1200px; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
+th { background: #f0f0f0; } td.number { text-align: right; }
 tr.supported td { background: #e3f5e1; } tr.rejected td { background: #fbe3e3; }
 tr.inconclusive td { background: #f7f3dc; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
@@ -71,12 +73,17 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
+def _td(value) -> str:
+    number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    return f"<td class='number'>{_cell(value)}</td>" if number else f"<td>{_cell(value)}</td>"
+
+
 def _table_html(table: pd.DataFrame) -> str:
     """An HTML table; rows with a ``verdict`` carry it as their CSS class (row colours)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     verdicts = table["verdict"] if "verdict" in table.columns else [""] * len(table)
     rows = "".join(
-        f"<tr class='{html.escape(str(v))}'>" + "".join(f"<td>{_cell(x)}</td>" for x in row)
+        f"<tr class='{html.escape(str(v))}'>" + "".join(_td(x) for x in row)
         + "</tr>" for v, row in zip(verdicts, table.itertuples(index=False)))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
