@@ -224,13 +224,13 @@ def format_summary(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256,
-                        device: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: str = "auto",
+                        names: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(summary table, per-image table)`` of a checkpoint on probe files ``data``.
 
     Every file is opened and checked (image size against the checkpoint's) before the model
-    runs. Sets are named by their ``set`` attribute; two files of one set are told apart by file
-    name, as ``base[val.h5]``.
+    runs. Sets are named by ``names`` when given, else by their ``set`` attribute, two files of
+    one set told apart by file name, as ``base[val.h5]``.
 
     Examples
     --------
@@ -244,9 +244,12 @@ def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256,
             raise DensevisError(f"{probe.path} has {probe.size}-px images but {checkpoint} was "
                                 f"trained on {ckpt['image_size']}-px ones; generate the set with "
                                 f"--size {ckpt['image_size']}")
-    names = [probe.name for probe in probes]
-    names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name
-             for name, probe in zip(names, probes)]
+    if names is None:
+        names = [probe.name for probe in probes]
+        names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name
+                 for name, probe in zip(names, probes)]
+    if len(names) != len(probes):
+        raise DensevisError(f"{len(names)} names for {len(probes)} probe files")
     if len(set(names)) < len(names):
         raise DensevisError("a probe file is given twice; give each --data once")
     per_image, tables = [], []

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from densevis.cli import main
-from densevis.evaluation import predict, scene_geometry, summarize
+from densevis.errors import DensevisError
+from densevis.evaluation import evaluate_checkpoint, predict, scene_geometry, summarize
 from densevis.model import build_model, save_checkpoint
 from probes import ProbeSet, write_probe_set
 
@@ -113,7 +114,6 @@ def test_invisible_squares_are_found_and_set_the_ceiling(tmp_path, checkpoint):
     geometry = _check_geometry_by_brute_force(ProbeSet(crowded))
     invisible = int(geometry["invisible"].sum())
     assert 0 < invisible < len(geometry)
-    from densevis.evaluation import evaluate_checkpoint
     table, _ = evaluate_checkpoint(checkpoint, [crowded], device="cpu")
     assert _value(table, "all", "all", "ceiling") == pytest.approx(1 - invisible / 24)
 
@@ -158,6 +158,11 @@ def test_two_files_of_one_set_are_told_apart(checkpoint, base_file, tmp_path, ca
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(base_file),
                  "--data", str(other), "--out", str(out)]) == 0
     assert set(pd.read_csv(out)["set"]) == {"base[base.h5]", "base[other.h5]"}
+    table, _ = evaluate_checkpoint(checkpoint, [base_file, other], device="cpu",
+                                   names=["base", "base (val)"])
+    assert set(table["set"]) == {"base", "base (val)"}
+    with pytest.raises(DensevisError, match="1 names for 2 probe files"):
+        evaluate_checkpoint(checkpoint, [base_file, other], device="cpu", names=["base"])
 
 
 def _error(capsys, *fragments):

@@ -8,7 +8,6 @@ resumed run and an uninterrupted one continue from identical values.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import pandas as pd
@@ -86,7 +85,6 @@ def train_config(spec, **changes):
 
 def train(runner) -> bool:
     from densevis.model import read_checkpoint
-    from densevis.train import train as train_files
     from probes import file_sha256
 
     spec, stages = runner.spec, runner.stages
@@ -98,17 +96,25 @@ def train(runner) -> bool:
                                 f"data.size is {spec.data.size}; set data.size = {size}")
         stages.checkpoint, stages.model_key = path, file_sha256(path)[:20]
         return True
-    config = train_config(spec)
-    stages.model_key = runner.key("train", train=stages.data_keys["train"],
-                                  val=stages.data_keys["val"],
-                                  config=dataclasses.asdict(config))
-    path = runner.cache.path("models", spec.model.arch, stages.model_key, ".pt")
-    stages.checkpoint = path
+    stages.checkpoint, stages.model_key, cached = _trained(runner, "train", spec.model.arch,
+                                                           "train", train_config(spec))
+    return cached
+
+
+def _trained(runner, stage: str, name: str, role: str, config) -> tuple:
+    """``(checkpoint, cache key, cached)`` of a model trained on data ``role`` (validated on
+    ``val``) with ``config``: from the cache, or trained into it."""
+    from densevis.train import train as train_files
+
+    stages = runner.stages
+    key = runner.key(stage, train=stages.data_keys[role], val=stages.data_keys["val"],
+                     config=dataclasses.asdict(config))
+    path = runner.cache.path("models", name, key, ".pt")
     if path.exists():
-        return True
-    train_files(stages.data["train"], stages.data["val"], path, config, force=True,
+        return path, key, True
+    train_files(stages.data[role], stages.data["val"], path, config, force=True,
                 progress=runner.progress)
-    return False
+    return path, key, False
 
 
 def _checkpoint_path(spec):
@@ -126,30 +132,18 @@ def evaluate(runner) -> bool:
 
     stages = runner.stages
     roles = ["val"] + list(runner.spec.probes.sets)
+    # named by role: the validation set is "base (val)" beside the probe set "base"
+    names = [f"{runner.spec.data.train_set} (val)"] + roles[1:]
     key = runner.key("evaluate", model=stages.model_key,
-                     data=[stages.data_keys[role] for role in roles])
+                     data=[stages.data_keys[role] for role in roles], names=names)
     path = runner.cache.path("evaluate", "evaluation", key, ".csv")
     cached = path.exists()
     if not cached:
         table, _ = evaluate_checkpoint(stages.checkpoint, [stages.data[r] for r in roles],
-                                       device=runner.spec.saliency.device)
+                                       device=runner.spec.saliency.device, names=names)
         _write_csv(table, path)
-    table = _read_csv(path)
-    table["set"] = table["set"].map(_role_names({stages.data[r].name: r for r in roles}))
-    stages.tables["evaluation"] = table
+    stages.tables["evaluation"] = _read_csv(path)
     return cached
-
-
-def _role_names(roles_by_file: dict[str, str]):
-    """``evaluate`` names two files of one set ``set[file]``; a run names them by role:
-    ``base (val)`` for the validation set, plain ``base`` for the probe set."""
-    def rename(name: str) -> str:
-        found = re.fullmatch(r"(.+)\[(.+)\]", name)
-        if not found or found.group(2) not in roles_by_file:
-            return name
-        set_name, role = found.group(1), roles_by_file[found.group(2)]
-        return set_name if role == set_name else f"{set_name} ({role})"
-    return rename
 
 
 # ----------------------------------------------------------------------------------- explain
@@ -264,21 +258,12 @@ def _similarity(runner) -> pd.DataFrame:
 
 def _train_shuffled(runner) -> bool:
     """The data-randomization model: the same arch trained on shuffled training labels."""
-    from densevis.train import train as train_files
-
     spec, stages = runner.spec, runner.stages
     config = train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs,
                           labels="shuffled", patience=10**6)
-    stages.shuffled_key = runner.key("train-shuffled", train=stages.data_keys["train_shuffled"],
-                                     val=stages.data_keys["val"],
-                                     config=dataclasses.asdict(config))
-    path = runner.cache.path("models", f"{spec.model.arch}-shuffled", stages.shuffled_key, ".pt")
-    stages.shuffled_checkpoint = path
-    if path.exists():
-        return True
-    train_files(stages.data["train_shuffled"], stages.data["val"], path, config, force=True,
-                progress=runner.progress)
-    return False
+    stages.shuffled_checkpoint, stages.shuffled_key, cached = _trained(
+        runner, "train-shuffled", f"{spec.model.arch}-shuffled", "train_shuffled", config)
+    return cached
 
 
 # -------------------------------------------------------------------------------- hypotheses
