@@ -15,7 +15,7 @@ from densevis.model import load_checkpoint, read_checkpoint
 from densevis.recipe import AUGMENTATIONS, TrainConfig
 from densevis.evaluation import scene_geometry
 from densevis.model import build_model, preprocess
-from densevis.train import (_check_model_fits, grey_stem, loss_weights, lr_at,
+from densevis.train import (_check_model_fits, fast_stem, loss_weights, lr_at,
                             recalibrate_batchnorm, train, train_model, training_labels)
 from probes import ProbeSet, write_probe_set
 
@@ -124,22 +124,37 @@ def test_loss_weights_follow_classes_touching_and_hidden_squares(tmp_path):
     assert plain.tolist() == [1.0] * len(probe)
 
 
-def test_grey_stem_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("memory", [torch.contiguous_format, torch.channels_last])
+def test_fast_stem_gives_the_same_outputs_and_gradients(memory):
     torch.manual_seed(0)
-    model = build_model("original").eval()  # eval: BatchNorm does not amplify rounding
+    model = build_model("original").to(memory_format=memory)
     images = torch.randint(0, 256, (4, 32, 32), dtype=torch.uint8)
-    reference = model(preprocess(images))
-    reference.sum().backward()
-    expected = model.features.conv0.weight.grad.clone()
-    model.zero_grad()
-    with grey_stem(model) as applies:
-        assert applies
-        output = model(images.unsqueeze(1).float() / 255)
-    output.sum().backward()
-    assert torch.allclose(output, reference, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(model.features.conv0.weight.grad, expected, rtol=1e-4, atol=1e-6)
-    assert model(preprocess(images)).shape == (4, 2), "the usual forward is back"
-    with grey_stem(build_model("resnet18")) as applies:
+    grey = (images.unsqueeze(1).float() / 255).to(memory_format=memory)
+    weights = torch.randn(4, 2)  # a loss whose gradient BatchNorm does not cancel
+
+    def close(a, b):  # rounding differs where NCHW and channels-last kernels sum differently
+        return float((a - b).norm()) <= 1e-4 * float(b.norm())
+
+    def gradient():  # one vector: a tiny gradient (e.g. the first BatchNorm's) has large
+        return torch.cat([p.grad.flatten() for p in model.parameters()])  # relative rounding
+
+    for mode in ("eval", "train"):  # train: BatchNorm on batch statistics, in NCHW memory
+        getattr(model, mode)()
+        reference = model(preprocess(images).to(memory_format=memory))
+        (reference * weights).sum().backward()
+        expected = gradient()
+        model.zero_grad()
+        with fast_stem(model) as applies:
+            assert applies
+            output = model(grey)
+            assert close(model(preprocess(images)).detach(), output.detach()), "3 channels too"
+        (output * weights).sum().backward()
+        assert close(output.detach(), reference.detach()) and close(gradient(), expected)
+        model.zero_grad()
+    assert "forward" not in vars(model.features.conv0) and "forward" not in vars(
+        model.features.norm0), "the class's forward is back"
+    assert model(preprocess(images)).shape == (4, 2)
+    with fast_stem(build_model("resnet18")) as applies:
         assert not applies
 
 
@@ -196,6 +211,20 @@ def test_one_seed_gives_identical_weights_and_another_seed_does_not(easy):
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_no_kernel_reads_uninitialized_memory(easy, monkeypatch):
+    """Training skips deterministic mode's NaN-filling of fresh tensors (for speed); with it the
+    weights are the same, so no kernel reads memory it did not write."""
+    import densevis.train
+
+    config = dataclasses.replace(FAST, epochs=1)
+    train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
+    weights = []
+    for fill in (False, True):
+        monkeypatch.setattr(densevis.train, "FILL_UNINITIALIZED_MEMORY", fill)
+        weights.append(train_model(train_set, val_set, config, progress=False).model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_shuffled_labels_are_a_permutation_and_teach_nothing(easy):
