@@ -16,7 +16,7 @@ the 58k-parameter DenseNet past 98% on held-out base images at 128 px in a few C
   BatchNorm in NCHW (same model, same gradients, less work: :func:`fast_stem`);
 - no NaN-filling of fresh tensors, which deterministic mode does by default to expose kernels
   that read uninitialized memory (none here does: a test trains with and without it and gets
-  the same weights) at ~5% of a step.
+  the same weights) at ~4% of a step.
 
 Batches stream from the HDF5 file (:class:`densevis.batches.BatchStream`).
 
@@ -131,7 +131,7 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 
 #: Whether deterministic mode NaN-fills every fresh tensor during training (torch's default; a
-#: debugging aid that costs ~5% of a step here). Tests switch it on to show nothing reads
+#: debugging aid that costs ~4% of a step here). Tests switch it on to show nothing reads
 #: uninitialized memory: the weights come out the same.
 FILL_UNINITIALIZED_MEMORY = False
 
@@ -164,9 +164,9 @@ def fast_stem(model: nn.Module):
       The model's input repeats the grey image over 3 channels, so the convolution equals one
       over the grey channel with the weights summed over their input channels; autograd gives
       every channel's weights the same gradient as before. A third of the first layer's work.
-    - Its first BatchNorm runs in NCHW memory, its output returns to the input's layout: on
-      CPU, channels-last BatchNorm over 2 channels is ~10x slower than NCHW (measured with torch
-      2.14; together ~13% of a training step of ``original`` at 128 px).
+    - On CPU its first BatchNorm runs in NCHW memory, its output returns to the input's
+      layout: channels-last BatchNorm over 2 channels is ~10x slower there than NCHW (torch
+      2.14; it took ~8% of a training step of ``original`` at 128 px).
 
     Yields whether it applies (to other models it does nothing).
 
@@ -189,6 +189,8 @@ def fast_stem(model: nn.Module):
             return conv._conv_forward(x, weight, conv.bias)
 
         def norm_forward(x):
+            if x.device.type != "cpu":
+                return nn.BatchNorm2d.forward(norm, x)
             layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                       and not x.is_contiguous() else torch.contiguous_format)
             return nn.BatchNorm2d.forward(norm, x.contiguous()).contiguous(memory_format=layout)
