@@ -321,3 +321,23 @@ def test_existing_output_needs_force_and_is_left_untouched(easy, tmp_path, capsy
     _one_line_error(capsys, "exists", "--force")
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# ------------------------------------------------------------------------------------ benchmark
+def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsys):
+    import json
+
+    args = ["bench", "train", "--n", "128", "--n-test", "64", "--size", "64", "--threads", "1",
+            "--workdir", str(tmp_path), "--ratio-steps", "2", "--json"]
+    assert main(args) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["parameters"] == 58212 and figures["threads"] == 1
+    assert figures["steps"] == 2 * figures["epochs"]  # 128 images in batches of 64
+    assert 0 <= figures["test_clean_accuracy"] <= 1 and figures["train_seconds"] > 0
+    assert figures["step_ms_plain"] > 0 and figures["step_ms_recipe"] > 0
+    assert figures["step_ratio"] == pytest.approx(
+        figures["step_ms_recipe"] / figures["step_ms_plain"])
+    generated = sorted(p.name for p in tmp_path.iterdir())
+    assert len(generated) == 3, "training, validation and test sets"
+    assert main(args[:-3] + ["--ratio-steps", "-1"]) == 2
+    assert "--ratio-steps" in capsys.readouterr().err

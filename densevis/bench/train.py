@@ -6,11 +6,19 @@ defaults of 'densevis train' and reports the training seconds (wall and CPU; dat
 and evaluation excluded), the held-out accuracy, the accuracy on its clean part (negatives and
 positives whose square touches no circle) and the ceiling that invisible squares leave.
 The target: >= 98% held-out, >= 99% clean, <= 5 minutes on 2 CPU cores.
+
+It also measures what the recipe's CPU speed-ups buy per training step
+(:func:`densevis.train.fast_stem` and no NaN-filling of fresh tensors): ``--ratio-steps``
+steps of a plain model (3-channel input, channels-last, torch's deterministic defaults) and of
+the recipe's are interleaved on the same training batches, and ``step_ratio`` is the ratio of
+their median times (< 1: the recipe is faster). ``--ratio-steps 0`` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import tempfile
 import time
@@ -35,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--device", default="cpu", help="device (default cpu: the target is "
                         "stated for 2 CPU cores)")
+    parser.add_argument("--ratio-steps", type=int, default=30,
+                        help="interleaved training steps that time the recipe's speed-ups "
+                        "against a plain step (default 30; 0 skips)")
 
 
 def probe_file(folder: Path, n: int, size: int, seed: int) -> Path:
@@ -52,6 +63,51 @@ def probe_file(folder: Path, n: int, size: int, seed: int) -> Path:
     return write_probe_set(path, "base", n=n, seed=seed, size=size, force=True)
 
 
+def step_ratio(train_set, config, steps: int) -> dict:
+    """Median seconds of a plain training step and of the recipe's, interleaved on the same
+    batches (rounds alternate which goes first), and their ratio."""
+    import statistics
+
+    import torch
+    import torch.utils.deterministic as deterministic
+
+    from densevis.batches import BatchStream
+    from densevis.model import build_model, preprocess, resolve_device
+    from densevis.train import _deterministic, fast_stem
+
+    device = resolve_device(config.device)
+    memory = torch.channels_last if config.channels_last else torch.contiguous_format
+    stream = BatchStream(train_set, config.batch_size, config.seed)
+    epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
+    batches = [(torch.from_numpy(images), torch.from_numpy(labels).to(device))
+               for _, (images, labels, _) in zip(range(steps + 3), epochs)]  # 3 warm-ups
+    with _deterministic(config.threads), contextlib.ExitStack() as stack:
+        contenders = {}
+        for name in ("plain", "recipe"):
+            torch.manual_seed(config.seed)
+            model = build_model(config.arch).to(device, memory_format=memory).train()
+            grey = name == "recipe" and stack.enter_context(fast_stem(model))
+            contenders[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-4), grey)
+        # torch's default for the plain step, the recipe's setting (see _deterministic) for its
+        fill = {"plain": True, "recipe": deterministic.fill_uninitialized_memory}
+        seconds = {name: [] for name in contenders}
+        for k, (images, labels) in enumerate(batches):
+            for name in (("plain", "recipe") if k % 2 == 0 else ("recipe", "plain")):
+                model, optimizer, grey = contenders[name]
+                deterministic.fill_uninitialized_memory = fill[name]
+                start = time.perf_counter()
+                inputs = images.unsqueeze(1).float() / 255 if grey else preprocess(images)
+                loss = torch.nn.functional.cross_entropy(
+                    model(inputs.to(device, memory_format=memory)), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seconds[name].append(time.perf_counter() - start)
+    plain, recipe = (statistics.median(seconds[name][3:]) for name in ("plain", "recipe"))
+    return {"step_ms_plain": 1000 * plain, "step_ms_recipe": 1000 * recipe,
+            "step_ratio": recipe / plain}
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -60,8 +116,9 @@ def run(args: argparse.Namespace) -> dict:
     from densevis.train import TrainConfig, train_model
     from probes import ProbeSet
 
-    if args.n < 2 or args.n_test < 1:
-        raise DensevisError("--n must be at least 2 and --n-test at least 1")
+    if args.n < 2 or args.n_test < 1 or args.ratio_steps < 0:
+        raise DensevisError("--n must be at least 2, --n-test at least 1 and --ratio-steps not "
+                            "negative")
     folder = Path(args.workdir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [probe_file(folder, n, args.size, args.seed + k)
@@ -77,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
         device = next(result.model.parameters()).device
         rows = evaluate_images(result.model, test_set, device=device)
         summary = summarize(rows, test_set.size).set_index(["breakdown", "group", "metric"])
+        ratio = step_ratio(train_set, config, args.ratio_steps) if args.ratio_steps else {}
     value = summary["value"]
     steps = result.history[-1]["step"]
     return {
@@ -96,4 +154,5 @@ def run(args: argparse.Namespace) -> dict:
         "test_touching_accuracy": float(value[("touches_circle", "yes", "accuracy")]),
         "test_ceiling": float(value[("all", "all", "ceiling")]),
         "test_errors": int(value[("all", "all", "fp")] + value[("all", "all", "fn")]),
+        **ratio,
     }
