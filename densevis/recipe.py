@@ -44,7 +44,7 @@ class TrainConfig:
     recalibrate: int = 1024  # training images that re-estimate BatchNorm statistics; 0: none
     labels: str = "square"  # the label rule (densevis.labels): square (the file's ground
     # truth), edge or small (planted cues), shuffled (the data-randomization sanity check)
-    patience: int = 5  # epochs without a better validation score before stopping early
+    patience: int = 5  # epochs without a lower validation loss before stopping early
     seed: int = 0
     max_minutes: float | None = None  # stop cleanly (keeping the best epoch) after this long
     device: str = "auto"

@@ -1,4 +1,4 @@
-"""Train a classifier on a probe set and keep the best epoch (by validation) as a checkpoint.
+"""Train a classifier on a probe set and keep the epoch of lowest validation loss as a checkpoint.
 
 The defaults are the recipe that takes the original study's 58k-parameter DenseNet past 98%
 held-out accuracy on 10,000 base images at 128 px in a few CPU minutes (see 'densevis bench
@@ -74,7 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"re-estimate BatchNorm statistics on N training images before "
                         f"each validation (default {d.recalibrate}; 0: off)")
     parser.add_argument("--patience", type=int, default=d.patience,
-                        help=f"stop after this many epochs without a better validation score "
+                        help=f"stop after this many epochs without a lower validation loss "
                         f"(default {d.patience})")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop cleanly after this long, keeping the best epoch so far")
