@@ -27,3 +27,15 @@ def probe_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def base_file(probe_dir):
     return probe_dir / "base.h5"
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """``check(command, *fragments)``: the densevis ``command`` just failed with one line on
+    stderr, ``densevis <command>: error: ...``, holding every fragment."""
+    def check(command: str, *fragments: str) -> None:
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"densevis {command}: error:"), err
+        for fragment in fragments:
+            assert fragment in err, err
+    return check

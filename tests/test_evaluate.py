@@ -165,40 +165,33 @@ def test_two_files_of_one_set_are_told_apart(checkpoint, base_file, tmp_path, ca
         evaluate_checkpoint(checkpoint, [base_file, other], device="cpu", names=["base"])
 
 
-def _error(capsys, *fragments):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("densevis evaluate: error:"), err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
-def test_checkpoint_of_another_format(base_file, tmp_path, capsys):
+def test_checkpoint_of_another_format(base_file, tmp_path, one_line_error):
     torch.save({"format": "keras/2", "weights": []}, tmp_path / "other.pt")
     code = main(["evaluate", "--checkpoint", str(tmp_path / "other.pt"), "--data", str(base_file),
                  "--out", str(tmp_path / "eval.csv")])
     assert code == 2
-    _error(capsys, "not a densevis checkpoint")
+    one_line_error("evaluate", "not a densevis checkpoint")
     assert not (tmp_path / "eval.csv").exists()
 
 
-def test_image_size_of_data_and_checkpoint_must_match(checkpoint, tmp_path, capsys):
+def test_image_size_of_data_and_checkpoint_must_match(checkpoint, tmp_path, one_line_error):
     other = write_probe_set(tmp_path / "big.h5", "base", n=4, seed=1, size=80, workers=1)
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(other),
                  "--out", str(tmp_path / "eval.csv")])
     assert code == 2
-    _error(capsys, "80-px", "64-px", "--size 64")
+    one_line_error("evaluate", "80-px", "64-px", "--size 64")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.h5"]
 
 
-def test_missing_data_and_existing_output(checkpoint, base_file, tmp_path, capsys):
+def test_missing_data_and_existing_output(checkpoint, base_file, tmp_path, one_line_error):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data",
                  str(tmp_path / "nope.h5")]) == 2
-    _error(capsys, "nope.h5", "not found")
+    one_line_error("evaluate", "nope.h5", "not found")
     out = tmp_path / "eval.csv"
     out.write_text("keep me")
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(base_file),
                  "--out", str(out)]) == 2
-    _error(capsys, "exists", "--force")
+    one_line_error("evaluate", "exists", "--force")
     assert out.read_text() == "keep me"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(base_file),
                  "--out", str(out), "--force"]) == 0

@@ -267,64 +267,58 @@ def _train_cli(easy, out, *extra, data=None, val=None):
                  "--threads", "1", "--quiet", *extra])
 
 
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("densevis train: error:"), err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
-def test_missing_training_file(easy, tmp_path, capsys):
+def test_missing_training_file(easy, tmp_path, one_line_error):
     assert _train_cli(easy, tmp_path / "m.pt", data=tmp_path / "nope.h5") == 2
-    _one_line_error(capsys, "nope.h5", "not found")
+    one_line_error("train", "nope.h5", "not found")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_corrupt_hdf5(easy, tmp_path, capsys):
+def test_corrupt_hdf5(easy, tmp_path, one_line_error):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 50)
     assert _train_cli(easy, tmp_path / "m.pt", val=bad) == 2
-    _one_line_error(capsys, "bad.h5", "not a readable HDF5 file")
+    one_line_error("train", "bad.h5", "not a readable HDF5 file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5"]
 
 
-def test_image_sizes_of_train_and_val_must_match(easy, tmp_path, capsys):
+def test_image_sizes_of_train_and_val_must_match(easy, tmp_path, one_line_error):
     other = write_probe_set(tmp_path / "v80.h5", "base", n=8, seed=1, size=80, workers=1)
     assert _train_cli(easy, tmp_path / "m.pt", val=other) == 2
-    _one_line_error(capsys, "64-px", "80-px", "--size")
+    one_line_error("train", "64-px", "80-px", "--size")
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_training_data_needs_both_labels(easy, probe_dir, tmp_path, capsys):
+def test_training_data_needs_both_labels(easy, probe_dir, tmp_path, one_line_error):
     assert _train_cli(easy, tmp_path / "m.pt", data=probe_dir / "squares_only.h5") == 2
-    _one_line_error(capsys, "only label 1")
+    one_line_error("train", "only label 1")
 
 
-def test_unknown_arch(easy, tmp_path, capsys):
+def test_unknown_arch(easy, tmp_path, one_line_error):
     assert _train_cli(easy, tmp_path / "m.pt", "--arch", "densenet9000") == 2
-    _one_line_error(capsys, "unknown arch 'densenet9000'")
+    one_line_error("train", "unknown arch 'densenet9000'")
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--epochs", "0", "--epochs"), ("--batch-size", "1", "--batch-size"), ("--lr", "-1", "--lr"),
     ("--ema", "1", "--ema"), ("--max-minutes", "0", "--max-minutes")])
-def test_bad_settings(easy, tmp_path, capsys, flag, value, message):
+def test_bad_settings(easy, tmp_path, one_line_error, flag, value, message):
     assert _train_cli(easy, tmp_path / "m.pt", flag, value) == 2
-    _one_line_error(capsys, message)
+    one_line_error("train", message)
 
 
-def test_existing_output_needs_force_and_is_left_untouched(easy, tmp_path, capsys):
+def test_existing_output_needs_force_and_is_left_untouched(easy, tmp_path, one_line_error):
     out = tmp_path / "m.pt"
     out.write_bytes(b"precious")
     assert _train_cli(easy, out) == 2
-    _one_line_error(capsys, "exists", "--force")
+    one_line_error("train", "exists", "--force")
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
 # ------------------------------------------------------------------------------------ benchmark
-def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsys):
+def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsys,
+                                                                  one_line_error):
     import json
 
     args = ["bench", "train", "--n", "128", "--n-test", "64", "--size", "64", "--threads", "1",
@@ -340,4 +334,4 @@ def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsy
     generated = sorted(p.name for p in tmp_path.iterdir())
     assert len(generated) == 3, "training, validation and test sets"
     assert main(args[:-3] + ["--ratio-steps", "-1"]) == 2
-    assert "--ratio-steps" in capsys.readouterr().err
+    one_line_error("bench", "--ratio-steps")
