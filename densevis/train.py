@@ -275,34 +275,40 @@ class _Steps:
     def lr(self) -> float:
         return lr_at(self.step, self.total, self.warmup, self.config.lr)
 
+    def train_batch(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
+                    grey: bool) -> tuple[float, float]:
+        """One optimization step on a batch of the stream; ``(its loss, how many it got
+        right)``. ``grey``: the model takes the grey channel alone (see :func:`fast_stem`)."""
+        config, device = self.config, self.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+        images = augment(torch.from_numpy(images), self.generator, config.augment, config.shift)
+        inputs = images.unsqueeze(1).float() / 255.0 if grey else preprocess(images)
+        inputs = inputs.to(device, memory_format=self.memory)
+        labels = torch.from_numpy(labels).to(device)
+        logits = self.model(inputs)
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        weights = (self.class_weights[labels]
+                   * self.image_weights[torch.from_numpy(index).to(device)])
+        loss = (losses * weights).sum() / weights.sum().clamp_min(1e-12)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
+        self.step += 1
+        return float(loss.detach()), float((logits.argmax(1) == labels).sum())
+
     def epoch(self, epoch: int, bar, deadline: float) -> tuple[float, float, bool]:
         """Train one epoch; ``(mean loss, accuracy, whether the deadline cut it short)``."""
-        config, device = self.config, self.device
         seen = correct = loss_sum = 0.0
         self.model.train()
         with fast_stem(self.model) as grey:
             for images, labels, index in self.stream.epoch(epoch):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr()
-                images = augment(torch.from_numpy(images), self.generator, config.augment,
-                                 config.shift)
-                inputs = images.unsqueeze(1).float() / 255.0 if grey else preprocess(images)
-                inputs = inputs.to(device, memory_format=self.memory)
-                labels = torch.from_numpy(labels).to(device)
-                logits = self.model(inputs)
-                losses = nn.functional.cross_entropy(logits, labels, reduction="none")
-                weights = (self.class_weights[labels]
-                           * self.image_weights[torch.from_numpy(index).to(device)])
-                loss = (losses * weights).sum() / weights.sum().clamp_min(1e-12)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                if self.average is not None:
-                    self.average.update_parameters(self.model)
-                self.step += 1
+                loss, right = self.train_batch(images, labels, index, grey)
                 seen += len(labels)
-                loss_sum += float(loss.detach()) * len(labels)
-                correct += float((logits.argmax(1) == labels).sum())
+                loss_sum += loss * len(labels)
+                correct += right
                 bar.update()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
                 if time.perf_counter() > deadline:

@@ -9,9 +9,10 @@ The target: >= 98% held-out, >= 99% clean, <= 5 minutes on 2 CPU cores.
 
 It also measures what the recipe's CPU speed-ups buy per training step
 (:func:`densevis.train.fast_stem` and no NaN-filling of fresh tensors): ``--ratio-steps``
-steps of a plain model (3-channel input, channels-last, torch's deterministic defaults) and of
-the recipe's are interleaved on the same training batches, and ``step_ratio`` is the ratio of
-their median times (< 1: the recipe is faster). ``--ratio-steps 0`` skips it.
+training steps (augmentation, weighted loss, Adam) of a plain model (3-channel input,
+channels-last, torch's deterministic defaults) and of the recipe's are interleaved on the same
+batches, and ``step_ratio`` is the ratio of their median times (< 1: the recipe is faster).
+``--ratio-steps 0`` skips it.
 """
 
 from __future__ import annotations
@@ -68,40 +69,29 @@ def step_ratio(train_set, config, steps: int) -> dict:
     batches (rounds alternate which goes first), and their ratio."""
     import statistics
 
-    import torch
     import torch.utils.deterministic as deterministic
 
-    from densevis.batches import BatchStream
-    from densevis.model import build_model, preprocess, resolve_device
-    from densevis.train import _deterministic, fast_stem
+    from densevis.model import resolve_device
+    from densevis.train import _deterministic, _Steps, fast_stem
 
-    device = resolve_device(config.device)
-    memory = torch.channels_last if config.channels_last else torch.contiguous_format
-    stream = BatchStream(train_set, config.batch_size, config.seed)
-    epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
-    batches = [(torch.from_numpy(images), torch.from_numpy(labels).to(device))
-               for _, (images, labels, _) in zip(range(steps + 3), epochs)]  # 3 warm-ups
     with _deterministic(config.threads), contextlib.ExitStack() as stack:
-        contenders = {}
-        for name in ("plain", "recipe"):
-            torch.manual_seed(config.seed)
-            model = build_model(config.arch).to(device, memory_format=memory).train()
-            grey = name == "recipe" and stack.enter_context(fast_stem(model))
-            contenders[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-4), grey)
+        contenders = {name: _Steps(train_set, config, resolve_device(config.device))
+                      for name in ("plain", "recipe")}  # seeded: the same initial weights
+        grey = {"plain": False,
+                "recipe": stack.enter_context(fast_stem(contenders["recipe"].model))}
         # torch's default for the plain step, the recipe's setting (see _deterministic) for its
         fill = {"plain": True, "recipe": deterministic.fill_uninitialized_memory}
+        stream = contenders["recipe"].stream
+        epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
+        batches = list(itertools.islice(epochs, steps + 3))  # 3 warm-ups
         seconds = {name: [] for name in contenders}
-        for k, (images, labels) in enumerate(batches):
+        for contender in contenders.values():
+            contender.model.train()
+        for k, batch in enumerate(batches):
             for name in (("plain", "recipe") if k % 2 == 0 else ("recipe", "plain")):
-                model, optimizer, grey = contenders[name]
                 deterministic.fill_uninitialized_memory = fill[name]
                 start = time.perf_counter()
-                inputs = images.unsqueeze(1).float() / 255 if grey else preprocess(images)
-                loss = torch.nn.functional.cross_entropy(
-                    model(inputs.to(device, memory_format=memory)), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                contenders[name].train_batch(*batch, grey[name])
                 seconds[name].append(time.perf_counter() - start)
     plain, recipe = (statistics.median(seconds[name][3:]) for name in ("plain", "recipe"))
     return {"step_ms_plain": 1000 * plain, "step_ms_recipe": 1000 * recipe,
