@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from densevis.errors import DensevisError
 
 LABEL_RULES = ("square", "edge", "small", "shuffled")  # see densevis.labels
+KEEP = ("best", "last")  # which epoch's weights training keeps
 
 #: Augmentations: the symmetries each one draws from (element k of the dihedral group D4 is
 #: ``k & 3`` quarter turns after an optional transpose when ``k & 4``). Every one of them maps a
@@ -45,6 +46,8 @@ class TrainConfig:
     labels: str = "square"  # the label rule (densevis.labels): square (the file's ground
     # truth), edge or small (planted cues), shuffled (the data-randomization sanity check)
     patience: int = 5  # epochs without a lower validation loss before stopping early
+    keep: str = "best"  # best: the epoch of lowest validation loss; last: the final epoch (a
+    # model meant to memorize its labels, such as the shuffled-label sanity model)
     seed: int = 0
     max_minutes: float | None = None  # stop cleanly (keeping the best epoch) after this long
     device: str = "auto"
@@ -73,6 +76,8 @@ class TrainConfig:
                    f"{', '.join(LABEL_RULES)}"),
                   (self.shift >= 0, f"--shift must not be negative (got {self.shift})"),
                   (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
+                  (self.keep in KEEP, f"keep must be one of {', '.join(KEEP)} "
+                   f"(got {self.keep!r})"),
                   (self.seed >= 0, f"--seed must not be negative (got {self.seed})"),
                   (self.max_minutes is None or self.max_minutes > 0,
                    f"--max-minutes must be positive (got {self.max_minutes})"),

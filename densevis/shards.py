@@ -257,11 +257,11 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
 
 
 def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
-                    batch_size: int = 128, device="auto", seed: int = 0, alpha: float = 0.05,
-                    correction: str = "holm", test: str = "wilcoxon"):
+                    batch_size: int = 128, device="auto", seed: int = 0, hypotheses=None,
+                    similarity=None):
     """:func:`densevis.analysis.tables.analyze` over every rank of the run: the tables on
     rank 0 (equal to a one-process run's), ``None`` on the others."""
-    from densevis.analysis.hypotheses import run_all
+    from densevis.analysis.hypotheses import evaluate
     from densevis.analysis.tables import analyze, summarize
 
     from densevis.analysis.baselines import BASELINES
@@ -270,7 +270,7 @@ def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     baselines = BASELINES if baselines is None else tuple(baselines)
     if not world_from_env().sharded:
         return analyze(maps_paths, data_paths, reductions, baselines, batch_size,
-                       resolve_device(str(device)), seed, alpha, correction, test)
+                       resolve_device(str(device)), seed, hypotheses, similarity)
     metrics = metrics_sharded(maps_paths, data_paths, reductions, baselines, batch_size, device,
                               seed)
     tables = {}
@@ -278,7 +278,6 @@ def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     def conclude() -> None:
         if metrics is not None:
             tables.update(metrics=metrics, summary=summarize(metrics),
-                          hypotheses=run_all(metrics, alpha=alpha, correction=correction,
-                                             test=test, seed=seed))
+                          hypotheses=evaluate(metrics, similarity, hypotheses))
     agree("hypotheses", conclude, values=None)
     return tables or None

@@ -41,15 +41,29 @@ class Run:
     _tables: dict = field(default_factory=dict, repr=False)
 
     def table(self, name: str):
-        """The run's ``<name>.csv`` as a DataFrame (read once)."""
-        import pandas as pd
+        """The run's ``<name>.csv`` as a DataFrame (read once; empty text stays "")."""
+        from densevis.analysis.tables import read_table
 
         if name not in self._tables:
             csv = self.path / f"{name}.csv"
             if not csv.is_file():
                 raise FileNotFoundError(f"run {self.path} has no {name}.csv")
-            self._tables[name] = pd.read_csv(csv, keep_default_na=True)
+            self._tables[name] = read_table(csv)
         return self._tables[name]
+
+    def evaluate(self, *hypotheses):
+        """A hypotheses table of this run's metrics and sanity tables for ``hypotheses``
+        (:class:`~densevis.analysis.hypotheses.HypothesisSpec`), by the same
+        :func:`~densevis.analysis.hypotheses.evaluate` that made ``hypotheses.csv``: a new
+        question asked of a finished run.
+
+        >>> from densevis.analysis import HypothesisSpec
+        >>> run.evaluate(HypothesisSpec("passes_randomization", threshold=0.3))  # doctest: +SKIP
+        """
+        from densevis.analysis.hypotheses import evaluate
+
+        sanity = self.table("sanity") if (self.path / "sanity.csv").is_file() else None
+        return evaluate(self.metrics, sanity, list(hypotheses))
 
     @property
     def hypotheses(self):
@@ -112,10 +126,13 @@ def _describe(row) -> str:
 
     where = "/".join(str(v) for v in (row.get("method"), row.get("layer"))
                      if isinstance(v, str) and v)
+    level = row.get("ci_level")
+    level = f"{level:.4g}" if isinstance(level, float) and not math.isnan(level) else "?"
     text = (f"{row['hypothesis']}{f' [{where}]' if where else ''}: verdict {row['verdict']}, "
             f"{row.get('statistic', 'effect')} effect {number(row['effect'])} "
-            f"(95% CI {number(row['ci_low'])} to {number(row['ci_high'])}), "
-            f"p {number(row['p_value'])}, p adjusted {number(row['p_adjusted'])}")
+            f"({row.get('estimand', 'effect')}; {level} CI {number(row['ci_low'])} to "
+            f"{number(row['ci_high'])}), p {number(row['p_value'])}, p adjusted "
+            f"{number(row['p_adjusted'])}")
     if isinstance(row.get("rule"), str):
         text += f"; rule: {row['rule']}"
     if isinstance(row.get("note"), str) and row["note"]:
@@ -140,7 +157,8 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
         raise ValueError(f"verdict must be supported, rejected or inconclusive (or a tuple of "
                          f"them), not {verdict!r}")
     rows = run.hypothesis_rows(name, method, layer)
-    checked = rows if statistic is None else rows[rows["statistic"] == statistic]
+    checked = rows if statistic is None else rows[(rows["statistic"] == statistic)
+                                                  | (rows["statistic_key"] == statistic)]
     if checked.empty:
         listed = "; ".join(sorted(set(rows["statistic"].astype(str))))
         raise AssertionError(f"run {run.path} has no statistic {statistic!r} for hypothesis "
@@ -164,28 +182,35 @@ def _text(value) -> str:
     return value if isinstance(value, str) else ""
 
 
-def assert_localizes(run: Run, method: str, layer: str | None = None, min_effect: float = 0.0,
-                     alpha: float = 0.05, hypothesis: str = "localizes_square") -> None:
+def assert_localizes(run: Run, method: str, layer: str | None = None,
+                     min_effect: float | None = None,
+                     hypothesis: str = "localizes_square") -> None:
     """Assert that ``method`` (at ``layer``) puts more relevance on the square than area predicts.
 
     Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
-    baseline on the same images): each must have a corrected p-value below ``alpha`` and the
-    lower 95% confidence bound of its effect (a share of the map's mass) above ``min_effect``.
-    This is a statement about the maps; whether they show the model is the randomization
-    check's question (``assert_hypothesis(run, "localizes_square", ...)`` includes it).
+    baseline on the same images) as the verdicts do: each must have ``p_adjusted`` at most its
+    ``alpha`` (equivalently, its family-adjusted lower bound above 0) and an effect (a share of
+    the map's mass) of at least ``min_effect`` (default: the row's ``margin``, the smallest
+    effect that matters). This is a statement about the maps; whether they show the model is
+    the randomization check's question (``assert_hypothesis(run, "localizes_square", ...)``
+    includes it).
     """
     rows = run.hypothesis_rows(hypothesis, method, layer)
-    checked = rows[rows["statistic"].astype(str).str.startswith("mass_minus_area")]
+    keys = rows["statistic_key"].astype(str)
+    checked = rows[(keys == "mass_minus_area") | keys.str.startswith("mass_vs_baseline.")]
     if checked.empty:
         raise AssertionError(f"run {run.path} has no mass_minus_area statistic for {hypothesis} "
                              f"{method}{f' at {layer}' if layer else ''}")
     failing = [row for _, row in checked.iterrows()
-               if not (row["p_adjusted"] < alpha and row["ci_low"] > min_effect)]
+               if not (row["p_adjusted"] <= row["alpha"] and row["ci_low"] > 0
+                       and row["effect"] >= (row["margin"] if min_effect is None
+                                             else min_effect))]
     if failing:
         details = "\n  ".join(_describe(row) for row in failing)
+        need = "the row's margin" if min_effect is None else f"{min_effect}"
         raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
-                             f"square (need p adjusted < {alpha} and CI low > {min_effect}):"
-                             f"\n  {details}")
+                             f"square (need p adjusted <= alpha, CI low > 0 and an effect of "
+                             f"at least {need}):\n  {details}")
 
 
 # ----------------------------------------------------------------------------------- the plugin

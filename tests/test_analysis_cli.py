@@ -102,7 +102,8 @@ def test_summary_and_hypotheses(tables):
     assert set(hypotheses.verdict) <= {"supported", "rejected", "inconclusive"}
     assert hypotheses["rule"].str.len().gt(0).all()
     vanilla = hypotheses.query("hypothesis == 'localizes_square' and method == 'vanilla'")
-    assert vanilla.set_index("statistic").loc["mass_minus_area > random", "verdict"] == "supported"
+    assert vanilla.set_index("statistic_key").loc["mass_vs_baseline.random", "verdict"] == \
+        "supported"
 
 
 def test_existing_output_needs_force(tables, maps_dir, probe_dir, capsys):

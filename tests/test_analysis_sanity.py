@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from densevis.analysis.baselines import sobel_maps
-from densevis.analysis.hypotheses import passes_randomization
+from densevis.analysis.hypotheses import RANDOMIZATION, HypothesisSpec, evaluate
 from densevis.analysis.sanity import (SIMILARITIES, data_randomization_test, layer_groups,
                                       map_similarity, randomization_test, randomized_models,
                                       reinitialize)
@@ -18,6 +18,13 @@ from probes import ProbeSet
 DENSENET_STEPS = ["classifier", "features.denseblock4", "features.transition3",
                   "features.denseblock3", "features.transition2", "features.denseblock2",
                   "features.transition1", "features.denseblock1", "features.conv0"]
+
+
+def passes_randomization(similarity, similarity_measure: str):
+    """The statistic rows of passes_randomization on ``similarity`` (one per method)."""
+    table = evaluate(None, similarity, [HypothesisSpec(RANDOMIZATION,
+                                                       similarity=similarity_measure)])
+    return table[table["statistic"] != "overall"]
 
 
 def gradient_and_sobel(model, images, targets):
@@ -94,11 +101,11 @@ def test_cascading_randomization_changes_gradients_not_sobel(cascading):
 
 
 def test_passes_randomization_can_fail_a_method(cascading):
-    signed = passes_randomization(cascading, metric="spearman_signed").set_index("method")
+    signed = passes_randomization(cascading, "spearman_signed").set_index("method")
     assert signed.loc["gradient", "verdict"] == "supported"
     assert signed.loc["sobel", "verdict"] == "rejected"
     for metric in SIMILARITIES:  # whatever the similarity, the model-blind method is flagged
-        assert passes_randomization(cascading, metric=metric).set_index("method").loc[
+        assert passes_randomization(cascading, metric).set_index("method").loc[
             "sobel", "verdict"] == "rejected", metric
 
 
@@ -111,7 +118,7 @@ def test_independent_and_data_randomization(setup):
     torch.manual_seed(7)  # stands in for a model trained on shuffled labels
     other = build_model("original").eval().requires_grad_(False)
     data = data_randomization_test(model, other, gradient_and_sobel, images, targets)
-    rows = passes_randomization(data, metric="spearman_signed").set_index("method")
+    rows = passes_randomization(data, "spearman_signed").set_index("method")
     assert rows.loc["sobel", "verdict"] == "rejected"
     assert rows.loc["gradient", "statistic"].startswith("shuffled labels")
 

@@ -40,9 +40,40 @@ def test_quick_overrides_only_what_it_names():
     ("colour = 1\n", "<t> line 1: key 'colour' is unknown"),
     ("[probes]\nsets = ['base', 'triangles']\n", "line 2: key 'probes.sets' names unknown probe "
                                                  "set 'triangles'"),
-    ("[[hypotheses]]\nname = 'x'\n[[hypotheses]]\nname = 'y'\nalpha = 2\n",
-     "line 5: key 'hypotheses[1].alpha' must be between 0 and 1"),
-    ("[[hypotheses]]\nstatistic = 'x'\n", "line 1: key 'hypotheses[0].name' is missing"),
+    ("[[hypotheses]]\nname = 'edge_detector'\n[[hypotheses]]\nname = 'small_object_detector'"
+     "\nalpha = 2\n", "line 5: key 'hypotheses[1].alpha' must be between 0 and 1"),
+    # checked against the hypothesis registry when the spec loads
+    ("[[hypotheses]]\nname = 'edge_detecter'\n", "line 2: key 'hypotheses[0].name' names no "
+     "registered hypothesis (localizes_square, edge_detector, small_object_detector, "
+     "passes_randomization); a custom hypothesis needs set and metric"),
+    ("[[hypotheses]]\nname = 'edge_detector'\n[[hypotheses]]\nname = 'edge_detector'\n",
+     "line 4: key 'hypotheses[1].name' lists 'edge_detector' a second time"),
+    ("[[hypotheses]]\nname = 'edge_detector'\nstatistics = ['sides']\n",
+     "line 3: key 'hypotheses[0].statistics' names unknown statistic 'sides' of edge_detector; "
+     "valid: lines_vs_control, sides_vs_removed"),
+    ("[[hypotheses]]\nname = 'edge_detector'\nmargins = {lines_vs_control = -1}\n",
+     "line 3: key 'hypotheses[0].margins' lines_vs_control must be a number >= 0"),
+    ("[[hypotheses]]\nname = 'edge_detector'\nmargin = 2.0\n",
+     "line 3: key 'hypotheses[0].margin' is for custom hypotheses; 'edge_detector' is "
+     "registered (set margins = {statistic = value})"),
+    ("[[hypotheses]]\nname = 'localizes_square'\nthreshold = 0.3\n",
+     "line 3: key 'hypotheses[0].threshold' is not an option of localizes_square"),
+    ("[[hypotheses]]\nname = 'passes_randomization'\nsimilarity = 'pearson'\n",
+     "line 3: key 'hypotheses[0].similarity' must be one of spearman_abs"),
+    ("[probes]\nsets = ['base']\n[[hypotheses]]\nname = 'edge_detector'\n",
+     "line 4: key 'hypotheses[0].name' edge_detector needs probe set lines_only; add it"),
+    ("[analysis.sanity]\nmethods = []\n[[hypotheses]]\nname = 'passes_randomization'\n",
+     "line 4: key 'hypotheses[0].name' passes_randomization needs the cascading randomization "
+     "check"),
+    ("[[hypotheses]]\nname = 'mine'\nset = 'base'\n", "line 2: key 'hypotheses[0].name' names "
+     "no registered hypothesis"),
+    ("[[hypotheses]]\nname = 'mine'\nset = 'pairs'\nmetric = 'auroc'\n[probes]\n"
+     "sets = ['base']\n", "line 3: key 'hypotheses[0].set' names probe set 'pairs', which the "
+     "run does not make"),
+    ("[[hypotheses]]\nname = 'mine'\nset = 'base'\nmetric = 'auroc'\nmethods = ['gradkam']\n",
+     "line 5: key 'hypotheses[0].methods' names unknown method 'gradkam'"),
+    ("[analysis]\nbootstrap = 100\n", "line 2: key 'analysis.bootstrap' is unknown"),
+    ("[[hypotheses]]\nmetric = 'x'\n", "line 1: key 'hypotheses[0].name' is missing"),
     ("[model]\ncheckpoint = 'nowhere.pt'\n", "line 2: key 'model.checkpoint' names a missing "
                                              "file"),
     ("[quick.data]\nsizes = 2\n", "line 2: key 'quick.data.sizes' is unknown"),

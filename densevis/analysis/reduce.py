@@ -9,8 +9,8 @@ scoring, each map is reduced by a rule recorded in the tables' ``reduction`` col
 - ``positive``: only the positive part (evidence *for* the target);
 - ``signed``: unchanged, chosen to study a signed map as signed.
 
-``abs`` of a non-negative map is the map itself, so a method missing from the non-negative list
-gets ``abs`` and still scores exactly as ``as_is`` would; the default only matters for signed maps.
+``abs`` of a non-negative map is the map itself, so a method that does not declare its sign gets
+``abs`` and still scores exactly as ``as_is`` would; the default only matters for signed maps.
 
 Examples
 --------
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import torch
 
+from densevis.analysis.baselines import BASELINES
 from densevis.errors import DensevisError
+from densevis.saliency.methods import METHODS
 
 REDUCTIONS = {
     "abs": torch.abs,
@@ -34,15 +36,14 @@ REDUCTIONS = {
     "signed": lambda maps: maps,
 }
 
-#: Methods whose maps are non-negative by construction (reduced ``as_is`` by default).
-NON_NEGATIVE = frozenset({
-    "gradcam", "gradcam_pp", "xgradcam", "hirescam", "layercam", "scorecam", "rise",
-    "smoothgrad_sq", "gradient_norm", "random", "sobel", "center"})
-
-
 def default_reduction(method: str, layer: str | None = None) -> str:
-    """The reduction a method's maps get unless the user overrides it."""
-    return "as_is" if method in NON_NEGATIVE else "abs"
+    """The reduction a method's maps get unless the user overrides it: ``as_is`` for the null
+    baselines and the methods that declare themselves non-negative (``Method.sign``), else
+    ``abs``."""
+    declared = METHODS.get(method)
+    non_negative = method in BASELINES or (declared is not None
+                                           and declared.sign == "non_negative")
+    return "as_is" if non_negative else "abs"
 
 
 def check_reduction(rule: str) -> str:

@@ -196,12 +196,13 @@ def data_randomization_test(model: nn.Module, shuffled_model: nn.Module, explain
                      ignore_index=True)
 
 
-def engine_explain(methods="panel", layers="all", params: dict | None = None) -> Explain:
+def engine_explain(methods="panel", layers="all", params: dict | None = None,
+                   method_layers: dict | None = None) -> Explain:
     """An ``explain`` callable backed by :class:`densevis.saliency.SaliencyEngine`."""
     from densevis.model import preprocess
     from densevis.saliency import SaliencyEngine
 
     def explain(model, images, targets):
-        engine = SaliencyEngine(model, methods, layers, params)
+        engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers)
         return engine.attribute(preprocess(images), targets=np.asarray(targets)).maps
     return explain

@@ -1,29 +1,47 @@
-"""Hypothesis tests on per-image statistics: tests, bootstrap CIs, effect sizes, corrections and
-verdicts.
+"""Hypothesis tests on per-image statistics: one estimand per row, its test and the confidence
+bounds that invert that same test, family-wise error control in both directions, verdicts.
 
 One call, :func:`test_hypothesis`, tests a directional hypothesis about per-image values:
 
-- one sample (``values_b=None``): are the values above (below) ``null``?
-- paired (``values_b`` given, ``paired=True``: the same images or scenes): is ``a - b`` above
-  (below) ``null``? Wilcoxon signed-rank test, or a seeded sign-flip permutation of its statistic;
-- two independent samples (``paired=False``): Mann-Whitney U, or a seeded label permutation.
+- one sample (``values_b=None``): is the **median** of the values above (below) ``null``?
+  Sign test; the confidence bounds are order statistics of the values (the bounds that invert
+  the sign test, distribution-free: valid for skewed values too);
+- paired (``values_b`` given, ``paired=True``: the same images or scenes): the same for the
+  **median of the differences** ``a - b``;
+- two independent samples (``paired=False``): is the **Hodges-Lehmann shift** (the median of
+  all pairwise differences ``a_i - b_j``) above (below) ``null``? Mann-Whitney test; the bounds
+  are order statistics of the pairwise differences (the bounds that invert that test).
 
-The effect is the median difference (``median(a - b)``, or ``median(a) - median(b)`` unpaired)
-minus ``null``, so 0 means "no effect"; its 95% CI is a seeded percentile bootstrap. The
-rank-biserial correlation is the standardized effect (-1..1). p-values are one-sided in the
-hypothesized direction; :func:`adjust` corrects them across a declared family (Holm by default,
-Benjamini-Hochberg for exploratory tables) and sets the verdict by :data:`VERDICT_RULE`.
+So a row's ``effect``, ``ci_low``/``ci_high`` and ``p_value`` all refer to one estimand, and
+they agree by construction: the family-adjusted bound excludes the null exactly when
+``p_adjusted <= alpha``.
+
+Error control (:func:`adjust`, within each declared family of ``m`` tested rows, Bonferroni):
+
+- ``p_adjusted = min(1, m * p_value)``;
+- ``ci_low``/``ci_high`` are simultaneous bounds: each one-sided at confidence ``1 - alpha/m``
+  (``ci_level`` = ``1 - 2 alpha/m`` two-sided);
+- **supported**: the bound on the hypothesized side excludes 0 (equivalently
+  ``p_adjusted <= alpha``) and the estimate is at least ``margin`` (significant and meaningful);
+- **rejected**: the bound on the other side excludes every effect of at least ``margin``: a
+  non-superiority test at ``alpha/m``, so within a family the chance that any row is falsely
+  rejected is at most ``alpha`` too (an ``overall`` verdict, whose primaries share a family,
+  is falsely rejected with probability at most ``alpha``);
+- **inconclusive** otherwise (also with fewer than ``min_n`` values).
 
 Examples
 --------
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> result = test_hypothesis(rng.normal(1.0, 1.0, 40), direction="greater", margin=0.2)
->>> result["verdict"], result["p_value"] < 0.001, result["ci_low"] > 0
+>>> row = adjust_one(test_hypothesis(rng.normal(1.0, 1.0, 40), margin=0.2))
+>>> row["verdict"], row["p_adjusted"] < 0.001, row["ci_low"] > 0
 ('supported', True, True)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -32,101 +50,115 @@ from scipy import stats
 from densevis.errors import DensevisError
 
 DIRECTIONS = ("greater", "less")
-TESTS = ("wilcoxon", "permutation")
-CORRECTIONS = ("holm", "bh")
-VERDICTS = ("supported", "rejected", "inconclusive")
+#: Exact Mann-Whitney null distribution up to this many pairs; a normal approximation (with
+#: continuity correction) beyond, where it is accurate to far below any alpha used here.
+EXACT_PAIRS = 250_000
 
 #: The verdict rule, stated in every hypotheses table (``rule`` column gives it with numbers).
 VERDICT_RULE = (
-    "supported: corrected one-sided p < alpha, the 95% bootstrap CI of the effect excludes 0 in "
-    "the hypothesized direction and the effect is at least `margin` (significant and "
-    "meaningful); rejected: the CI excludes every effect of at least `margin` in the "
-    "hypothesized direction (no meaningful effect, or one in the opposite direction); "
-    "inconclusive: otherwise (also when too few values)")
+    "Within each family of m tested rows: supported when the one-sided (1 - alpha/m) "
+    "confidence bound of the effect excludes 0 in the hypothesized direction (equivalently "
+    "p_adjusted = min(1, m p) <= alpha) and the estimate is at least `margin`; rejected when the "
+    "bound on the other side excludes every effect of at least `margin`; inconclusive otherwise "
+    "(also when too few values). The effect, its bounds and p refer to one estimand: the "
+    "median (sign test) for one sample or paired values, the Hodges-Lehmann shift "
+    "(Mann-Whitney test) for two independent samples.")
+
+ESTIMANDS = {"one-sample": "median", "paired": "median of differences",
+             "two-sample": "Hodges-Lehmann shift"}
+TEST_NAMES = {"one-sample": "sign test", "paired": "sign test", "two-sample": "Mann-Whitney"}
 
 
-def verdict(p_adjusted: float, effect: float, ci_low: float, ci_high: float, direction: str,
-            margin: float, alpha: float) -> str:
-    """Verdict of one test by :data:`VERDICT_RULE` (``rejected`` is checked first)."""
+@dataclass(frozen=True)
+class Evidence:
+    """What a row's bounds and p-value are computed from: the sorted differences from the null
+    (``values - null``, or every pairwise ``(a_i - null) - b_j``) and the null distribution of
+    the number of positive differences (``cdf[k] = P(S <= k)``, symmetric about ``len/2``)."""
+
+    differences: np.ndarray
+    cdf: np.ndarray
+
+    def p_value(self, direction: str) -> float:
+        """One-sided p of "the estimand lies on ``direction`` of 0" (zeros count against it)."""
+        d, total = self.differences, len(self.differences)
+        hits = int((d > 0).sum() if direction == "greater" else (d < 0).sum())
+        return 1.0 if hits == 0 else float(self.cdf[total - hits])  # P(S >= hits), symmetric
+
+    def bounds(self, confidence: float) -> tuple[float, float]:
+        """One-sided lower and upper bounds, each at ``confidence`` (order statistics)."""
+        d = self.differences
+        k = int(np.searchsorted(self.cdf, 1.0 - confidence, side="right"))  # cdf[k-1] <= q
+        if k == 0:
+            return -np.inf, np.inf
+        return float(d[k - 1]), float(d[len(d) - k])
+
+
+@lru_cache(maxsize=256)
+def _sign_cdf(n: int) -> np.ndarray:
+    return stats.binom.cdf(np.arange(n + 1), n, 0.5)
+
+
+@lru_cache(maxsize=256)
+def rank_sum_cdf(n1: int, n2: int) -> np.ndarray:
+    """``P(U <= k)``, k = 0..n1*n2, of the Mann-Whitney count U under the null (no ties).
+
+    Exact up to :data:`EXACT_PAIRS` pairs: the coefficients of the Gaussian binomial
+    ``prod_i (1 - q^(n2+i)) / (1 - q^i)``, rescaled each step to stay in range.
+
+    >>> rank_sum_cdf(2, 2).round(4).tolist()   # U = 0, 1, 2, 2, 3, 4 over the 6 orders
+    [0.1667, 0.3333, 0.6667, 0.8333, 1.0]
+    """
+    n1, n2 = min(n1, n2), max(n1, n2)
+    total = n1 * n2
+    if total > EXACT_PAIRS:
+        sd = np.sqrt(total * (n1 + n2 + 1) / 12.0)
+        return stats.norm.cdf((np.arange(total + 1) + 0.5 - total / 2.0) / sd)
+    counts = np.zeros(total + 1)
+    counts[0] = 1.0
+    for i in range(1, n1 + 1):
+        shift = n2 + i
+        counts[shift:] = counts[shift:] - counts[:total + 1 - shift]
+        width = -(-(total + 1) // i) * i  # divide by (1 - q^i): a cumulative sum with stride i
+        padded = np.zeros(width)
+        padded[:total + 1] = counts
+        counts = padded.reshape(-1, i).cumsum(axis=0).ravel()[:total + 1]
+        counts /= counts.max()
+    cdf = np.maximum.accumulate(np.clip(np.cumsum(counts) / counts.sum(), 0.0, 1.0))
+    cdf[-1] = 1.0
+    return cdf
+
+
+def _rule(direction: str, margin: float, alpha: float, family_size: int) -> str:
+    level = 1 - alpha / family_size
+    if direction == "greater":
+        return (f"supported if p_adjusted <= {alpha:g} (ci_low > 0) and effect >= {margin:g}; "
+                f"rejected if ci_high < {margin:g}; else inconclusive (one-sided bounds at "
+                f"{level:.4g}, Bonferroni over a family of {family_size})")
+    return (f"supported if p_adjusted <= {alpha:g} (ci_high < 0) and effect <= {-margin:g}; "
+            f"rejected if ci_low > {-margin:g}; else inconclusive (one-sided bounds at "
+            f"{level:.4g}, Bonferroni over a family of {family_size})")
+
+
+def verdict(effect: float, ci_low: float, ci_high: float, direction: str,
+            margin: float) -> str:
+    """Verdict of one row from its estimate and its family-adjusted bounds (see the module
+    docstring; ``rejected`` is checked first)."""
     if direction not in DIRECTIONS:
         raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
-    if any(np.isnan(v) for v in (p_adjusted, effect, ci_low, ci_high)):
+    if any(np.isnan(v) for v in (effect, ci_low, ci_high)):
         return "inconclusive"
     sign = 1.0 if direction == "greater" else -1.0
     low, high = sorted((sign * ci_low, sign * ci_high))
     if high < margin:
         return "rejected"
-    if p_adjusted < alpha and low > 0 and sign * effect >= margin:
+    if low > 0 and sign * effect >= margin:
         return "supported"
     return "inconclusive"
 
 
-def rule_text(direction: str, margin: float, alpha: float) -> str:
-    """The verdict rule of one row with its numbers, e.g. for the ``rule`` column."""
-    if direction == "greater":
-        return (f"supported if p_adjusted < {alpha:g}, ci_low > 0 and effect >= {margin:g}; "
-                f"rejected if ci_high < {margin:g}; else inconclusive")
-    return (f"supported if p_adjusted < {alpha:g}, ci_high < 0 and effect <= {-margin:g}; "
-            f"rejected if ci_low > {-margin:g}; else inconclusive")
-
-
-def _median_ci(samples: list[np.ndarray], combine, n_boot: int, level: float,
-               rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``combine(medians of resampled samples)``, in memory chunks."""
-    draws = []
-    chunk = max(1, 4_000_000 // max(len(s) for s in samples))
-    for start in range(0, n_boot, chunk):
-        count = min(chunk, n_boot - start)
-        medians = [np.median(s[rng.integers(0, len(s), (count, len(s)))], axis=1) for s in samples]
-        draws.append(combine(*medians))
-    draws = np.concatenate(draws)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail], method="inverted_cdf")
-    return float(low), float(high)
-
-
-def _signed_rank(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks of ``|d|`` and signs of the non-zero differences."""
-    d = d[d != 0]
-    return stats.rankdata(np.abs(d)), np.sign(d)
-
-
-def _one_sample(d, direction, test, n_perm, rng) -> tuple[float, float]:
-    """(one-sided p, rank-biserial) for differences ``d``."""
-    ranks, signs = _signed_rank(d)
-    if len(ranks) == 0:
-        return 1.0, 0.0
-    t_plus, total = ranks[signs > 0].sum(), ranks.sum()
-    biserial = float((2 * t_plus - total) / total)
-    if test == "wilcoxon":
-        p = stats.wilcoxon(d, alternative=direction, zero_method="wilcox").pvalue
-    else:
-        flips = rng.integers(0, 2, (n_perm, len(ranks)), dtype=np.int8).astype(bool)
-        null = np.where(flips, ranks, 0.0).sum(axis=1)
-        extreme = null >= t_plus if direction == "greater" else null <= t_plus
-        p = (1 + extreme.sum()) / (n_perm + 1)
-    return float(p), biserial
-
-
-def _two_sample(a, b, null, direction, test, n_perm, rng) -> tuple[float, float]:
-    """(one-sided p, rank-biserial) for independent samples (``a - null`` vs ``b``)."""
-    shifted = a - null
-    rank_sum = stats.mannwhitneyu(shifted, b, alternative=direction)
-    biserial = float(2 * rank_sum.statistic / (len(a) * len(b)) - 1)
-    if test == "wilcoxon":
-        return float(rank_sum.pvalue), biserial
-    ranks = stats.rankdata(np.concatenate([shifted, b]))
-    observed = ranks[:len(a)].sum()
-    labels = np.argsort(rng.random((n_perm, len(ranks))), axis=1)[:, :len(a)]
-    null_sums = ranks[labels].sum(axis=1)
-    extreme = null_sums >= observed if direction == "greater" else null_sums <= observed
-    return float((1 + extreme.sum()) / (n_perm + 1)), biserial
-
-
 def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float = 0.0,
                     direction: str = "greater", margin: float = 0.0, alpha: float = 0.05,
-                    test: str = "wilcoxon", n_boot: int = 2000, n_perm: int = 10000,
-                    level: float = 0.95, seed: int = 0, min_n: int = 5) -> dict:
+                    min_n: int = 5) -> dict:
     """Test that ``values_a`` (minus ``values_b``) lie above or below ``null``.
 
     Parameters
@@ -136,34 +168,34 @@ def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float
     paired : bool
         ``values_b`` pairs element-wise with ``values_a`` (same images or scenes).
     null : float
-        Effect under the null hypothesis (e.g. 1 for a ratio).
+        Value of the estimand under the null hypothesis (e.g. 1 for a ratio); ``effect`` is
+        measured from it.
     direction : {"greater", "less"}
         The hypothesized side.
     margin : float
         Smallest meaningful effect (>= 0): effects certainly below it reject the hypothesis.
     alpha : float
-        Level of the verdict (on the corrected p-value after :func:`adjust`).
-    test : {"wilcoxon", "permutation"}
-        Rank test (signed-rank / Mann-Whitney) or its seeded permutation version.
-    n_boot, n_perm, level, seed : bootstrap and permutation settings.
+        Family-wise level of the verdicts.
     min_n : int
-        Fewer values give NaN statistics and an inconclusive verdict.
+        Fewer values (per sample) give NaN statistics and an inconclusive verdict.
 
     Returns
     -------
-    dict with ``n, effect, ci_low, ci_high, p_value, p_adjusted, rank_biserial, verdict, test,
-    direction, null, margin, alpha, paired, rule, note``.
+    dict
+        ``n, effect, estimand, test, p_value, rank_biserial, direction, null, margin, alpha,
+        paired, note`` and ``evidence`` (an :class:`Evidence`, or None when untestable).
+        Bounds, ``p_adjusted`` and the verdict come from :func:`adjust` (a family) or
+        :func:`adjust_one` (a row alone).
     """
     if direction not in DIRECTIONS:
         raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
-    if test not in TESTS:
-        raise DensevisError(f"test must be one of {TESTS} (got {test!r})")
-    if margin < 0:
+    if not margin >= 0:
         raise DensevisError(f"margin must be >= 0 (got {margin})")
-    rng = np.random.default_rng(seed)
+    if not 0 < alpha < 1:
+        raise DensevisError(f"alpha must be between 0 and 1 (got {alpha})")
     a = np.asarray(values_a, dtype=np.float64).ravel()
-    two_sample = values_b is not None and not paired
-    if values_b is not None and paired:
+    design = "one-sample" if values_b is None else "paired" if paired else "two-sample"
+    if design == "paired":
         b = np.asarray(values_b, dtype=np.float64).ravel()
         if len(b) != len(a):
             raise DensevisError(f"paired test needs equal lengths (got {len(a)} and {len(b)})")
@@ -172,85 +204,80 @@ def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float
     else:
         a = a[~np.isnan(a)]
     b = None
-    if two_sample:
+    if design == "two-sample":
         b = np.asarray(values_b, dtype=np.float64).ravel()
         b = b[~np.isnan(b)]
-    n = len(a) if b is None else min(len(a), len(b))
-    result = dict(n=int(len(a) if b is None else len(a) + len(b)), effect=np.nan, ci_low=np.nan,
-                  ci_high=np.nan, p_value=np.nan, rank_biserial=np.nan,
-                  test=("signed-rank " if b is None else "rank-sum ") + test,
-                  direction=direction, null=float(null), margin=float(margin), alpha=float(alpha),
-                  paired=bool(values_b is not None and paired), note="")
-    if n < min_n:
+    result = dict(n=int(len(a) if b is None else len(a) + len(b)), effect=np.nan,
+                  estimand=ESTIMANDS[design], test=TEST_NAMES[design], p_value=np.nan,
+                  rank_biserial=np.nan, direction=direction, null=float(null),
+                  margin=float(margin), alpha=float(alpha), paired=design == "paired",
+                  note="", evidence=None)
+    if min(len(a), len(b) if b is not None else len(a)) < min_n:
         result["note"] = f"too few values (n < {min_n})"
-    elif b is None:
-        d = a - null
-        result["effect"] = float(np.median(d))
-        result["ci_low"], result["ci_high"] = _median_ci([d], lambda m: m, n_boot, level, rng)
-        result["p_value"], result["rank_biserial"] = _one_sample(d, direction, test, n_perm, rng)
+        return result
+    if b is None:
+        d = np.sort(a - null)
+        cdf = _sign_cdf(len(d))
+        ranks, signs = stats.rankdata(np.abs(d[d != 0])), np.sign(d[d != 0])
+        result["rank_biserial"] = float((ranks * signs).sum() / ranks.sum()) if len(ranks) \
+            else 0.0
     else:
-        result["effect"] = float(np.median(a) - np.median(b) - null)
-        result["ci_low"], result["ci_high"] = _median_ci(
-            [a, b], lambda ma, mb: ma - mb - null, n_boot, level, rng)
-        result["p_value"], result["rank_biserial"] = _two_sample(a, b, null, direction, test,
-                                                                 n_perm, rng)
-    result["p_adjusted"] = result["p_value"]
-    result["verdict"] = verdict(result["p_value"], result["effect"], result["ci_low"],
-                                result["ci_high"], direction, margin, alpha)
-    result["rule"] = rule_text(direction, margin, alpha)
+        d = np.sort(((a - null)[:, None] - b[None, :]).ravel())
+        cdf = rank_sum_cdf(len(a), len(b))
+        wins = (d > 0).sum() + 0.5 * (d == 0).sum()
+        result["rank_biserial"] = float(2 * wins / len(d) - 1)
+    evidence = Evidence(d, cdf)
+    result.update(effect=float(np.median(d)), evidence=evidence,
+                  p_value=evidence.p_value(direction))
     return result
 
 
 test_hypothesis.__test__ = False  # a library function, not a pytest test
 
 
-def holm(p_values) -> np.ndarray:
-    """Holm step-down adjusted p-values (NaN entries stay NaN and do not count).
-
-    >>> holm([0.01, 0.04, 0.03]).round(2).tolist()
-    [0.03, 0.06, 0.06]
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    finite = np.flatnonzero(~np.isnan(p))
-    order = finite[np.argsort(p[finite], kind="stable")]
-    m = len(order)
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
+def _finish(row, family_size: int) -> dict:
+    """Bounds, adjusted p, verdict and rule of one row in a family of ``family_size``."""
+    evidence, alpha = row["evidence"], row["alpha"]
+    out = {"family_size": family_size, "ci_level": 1 - 2 * alpha / family_size,
+           "rule": _rule(row["direction"], row["margin"], alpha, family_size)}
+    if evidence is None:
+        return {**out, "ci_low": np.nan, "ci_high": np.nan, "p_adjusted": np.nan,
+                "verdict": "inconclusive"}
+    low, high = evidence.bounds(1 - alpha / family_size)
+    return {**out, "ci_low": low, "ci_high": high,
+            "p_adjusted": min(1.0, family_size * row["p_value"]),
+            "verdict": verdict(row["effect"], low, high, row["direction"], row["margin"])}
 
 
-def benjamini_hochberg(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaN entries stay NaN and do not count)."""
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    finite = ~np.isnan(p)
-    if finite.any():
-        out[finite] = stats.false_discovery_control(p[finite], method="bh")
-    return out
+def adjust_one(row: dict) -> dict:
+    """A row of :func:`test_hypothesis` finished on its own (a family of one), without its
+    ``evidence``."""
+    finished = {**row, **_finish(row, 1)}
+    finished.pop("evidence")
+    return finished
 
 
-def adjust(table: pd.DataFrame, family: str | list[str] = "family",
-           method: str = "holm") -> pd.DataFrame:
-    """Correct ``p_value`` within each family and recompute ``verdict`` and ``rule``.
-
-    ``table`` has the columns :func:`test_hypothesis` returns; ``family`` names the column(s)
-    whose values declare the families (each group is corrected on its own). ``method`` is
-    ``holm`` (declared families) or ``bh`` (exploratory tables).
-    """
-    if method not in CORRECTIONS:
-        raise DensevisError(f"correction must be one of {CORRECTIONS} (got {method!r})")
+def adjust(table: pd.DataFrame, family: str | list[str] = "family") -> pd.DataFrame:
+    """Finish every row of ``table`` (rows of :func:`test_hypothesis` with their ``evidence``)
+    within its family: ``family_size`` (testable rows of the family), simultaneous bounds
+    ``ci_low``/``ci_high`` at ``ci_level``, ``p_adjusted`` (Bonferroni), ``verdict`` and
+    ``rule``. The ``evidence`` column is dropped."""
+    if "evidence" not in table.columns:
+        raise DensevisError("adjust needs rows of test_hypothesis with their evidence")
     table = table.copy()
     if table.empty:
-        return table.assign(p_adjusted=[], correction=[])
-    correct = holm if method == "holm" else benjamini_hochberg
-    table["p_adjusted"] = table.groupby(family, dropna=False)["p_value"].transform(
-        lambda p: correct(p.to_numpy()))
-    table["correction"] = method
-    table["verdict"] = [verdict(r.p_adjusted, r.effect, r.ci_low, r.ci_high, r.direction,
-                                r.margin, r.alpha) for r in table.itertuples()]
-    table["rule"] = [rule_text(r.direction, r.margin, r.alpha) for r in table.itertuples()]
-    return table
+        return table.drop(columns="evidence").assign(
+            family_size=[], ci_level=[], ci_low=[], ci_high=[], p_adjusted=[], verdict=[],
+            rule=[], correction=[])
+    testable = table["evidence"].map(lambda e: e is not None)
+    sizes = testable.groupby([table[c] for c in np.atleast_1d(family)], dropna=False) \
+        .transform("sum").clip(lower=1).astype(int)
+    finished = pd.DataFrame([_finish(row, int(size)) for row, size in
+                             zip(table.to_dict("records"), sizes)], index=table.index)
+    for column in finished.columns:
+        table[column] = finished[column]
+    table["correction"] = "bonferroni"
+    return table.drop(columns="evidence")
 
 
 def combine_verdicts(verdicts) -> str:

@@ -10,7 +10,12 @@
     Per ``set, method, layer, reduction, metric``: ``n`` rows, ``n_finite``, ``mean``, ``sd``,
     ``median`` and a 95% Student-t CI of the mean, over the finite values.
 ``hypotheses``
-    :func:`densevis.analysis.hypotheses.run_all`.
+    :func:`densevis.analysis.hypotheses.evaluate` (with the sanity table when given).
+
+Null baselines are scored at full resolution (``layer`` empty) and, for each layer whose maps
+are at the layer's grid (``Method.resolution``; grids recorded by the maps file), pooled to that
+grid and upsampled as the CAMs are (``layer`` = that layer): a coarse map is compared with what
+a null map can show at its resolution.
 
 Examples
 --------
@@ -30,18 +35,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from scipy import stats
 
 from densevis.analysis.baselines import BASELINES, baseline_maps
 from densevis.analysis.cues import (behaviour_scores, edge_scores, edge_width, mass_scores,
                                     pair_deltas)
-from densevis.analysis.hypotheses import MODEL, run_all
+from densevis.analysis.hypotheses import MODEL, at_layer_resolution, evaluate
 from densevis.analysis.localization import localization_scores
 from densevis.analysis.reduce import reduce_maps, reduction_for
 from densevis.analysis.regions import RegionReader, read_rows
 from densevis.analysis.scores import Scores
 from densevis.errors import DensevisError
 from densevis.maps import MapsFile
+from densevis.saliency.methods import upsample
 from probes import ProbeSet, file_sha256
 from probes.atomic import atomic_output, check_output_path
 
@@ -142,29 +149,49 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
     width = edge_width(probe.size)
     index = maps.index
     first, last = (0, len(index)) if rows is None else rows
-    keys = list(maps.keys) + [(name, None) for name in baselines]
+    computed = [name for name in baselines if (name, None) not in maps.keys]
+    grids = baseline_grids(maps)
     frames = []
+
+    def score(raw: torch.Tensor, method: str, layers: list[str], rule: str) -> None:
+        reduced = reduce_maps(raw.to(device), rule)
+        scores = Scores()
+        if has_square:
+            scores.update(localization_scores(reduced, regions["square"], region="square"))
+            scores.update(edge_scores(reduced, regions["square_filled"], width))
+        scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
+        frames.extend(long_rows(scores, probe.name, images, method, layer, rule)
+                      for layer in layers)
+
     for start in range(first, last, batch_size):
         rows_ = slice(start, min(start + batch_size, last))
         images = index[rows_]
         regions = {name: torch.from_numpy(mask).to(device)
                    for name, mask in reader.read(images, wanted).items()}
-        pixels = read_rows(probe.images, images) if baselines else None
-        for method, layer in keys:
-            if method in baselines and layer is None and (method, None) not in maps.keys:
-                raw = baseline_maps(method, pixels, images, probe.name, seed)
-            else:
-                raw = torch.from_numpy(maps.read(method, layer, rows_))
-            rule = reduction_for(method, layer, reductions)
-            reduced = reduce_maps(raw.to(device), rule)
-            scores = Scores()
-            if has_square:
-                scores.update(localization_scores(reduced, regions["square"], region="square"))
-                scores.update(edge_scores(reduced, regions["square_filled"], width))
-            scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
-            frames.append(long_rows(scores, probe.name, images, method, layer or "", rule))
+        for method, layer in maps.keys:
+            score(torch.from_numpy(maps.read(method, layer, rows_)), method, [layer or ""],
+                  reduction_for(method, layer, reductions))
+        pixels = read_rows(probe.images, images) if computed else None
+        for name in computed:
+            raw = baseline_maps(name, pixels, images, probe.name, seed)
+            rule = reduction_for(name, None, reductions)
+            score(raw, name, [""], rule)
+            for grid, layers in grids.items():
+                score(upsample(F.adaptive_avg_pool2d(raw[:, None], grid)[:, 0], raw.shape[-2:]),
+                      name, layers, rule)
     return pd.concat(frames, ignore_index=True) if frames else \
         pd.DataFrame(columns=METRIC_COLUMNS)
+
+
+def baseline_grids(maps: MapsFile) -> dict[tuple[int, int], list[str]]:
+    """The layers whose maps are at the layer's grid, grouped by that grid (recorded by the
+    maps file as ``layer_grids``; files without it get full-resolution baselines only)."""
+    recorded = maps.attrs.get("layer_grids") or {}
+    grids: dict[tuple[int, int], list[str]] = {}
+    for layer in sorted({layer for method, layer in maps.keys
+                         if layer in recorded and at_layer_resolution(method)}):
+        grids.setdefault(tuple(recorded[layer]), []).append(layer)
+    return grids
 
 
 def score_model(maps: MapsFile, probe: ProbeSet) -> pd.DataFrame:
@@ -199,9 +226,11 @@ def summarize(metrics: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 
 def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BASELINES,
-            batch_size: int = 128, device="cpu", seed: int = 0, alpha: float = 0.05,
-            correction: str = "holm", test: str = "wilcoxon") -> dict[str, pd.DataFrame]:
-    """``{"metrics", "summary", "hypotheses"}`` tables of maps files against their probe files."""
+            batch_size: int = 128, device="cpu", seed: int = 0, hypotheses=None,
+            similarity: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """``{"metrics", "summary", "hypotheses"}`` tables of maps files against their probe files;
+    ``hypotheses`` (a list of :class:`~densevis.analysis.hypotheses.HypothesisSpec`, default:
+    every registered one) are evaluated with the sanity ``similarity`` table when given."""
     if batch_size < 1:
         raise DensevisError(f"--batch-size must be positive (got {batch_size})")
     pairs = match_files(maps_paths, data_paths)
@@ -214,8 +243,37 @@ def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BA
             probe.close()
     metrics = pd.concat(frames, ignore_index=True)
     return {"metrics": metrics, "summary": summarize(metrics),
-            "hypotheses": run_all(metrics, alpha=alpha, correction=correction, test=test,
-                                  seed=seed)}
+            "hypotheses": evaluate(metrics, similarity, hypotheses)}
+
+
+def read_table(path) -> pd.DataFrame:
+    """A table CSV as written: empty text stays "" (a pixel method's layer), not NaN."""
+    frame = pd.read_csv(path)
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all():
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "") \
+                .astype(str)
+    return frame
+
+
+#: Columns a sanity similarity table (:mod:`densevis.analysis.sanity`) must have.
+SANITY_COLUMNS = ("test", "step", "step_index", "method", "layer", "image", "metric", "value")
+
+
+def read_sanity(path) -> pd.DataFrame:
+    """The similarity table of a run's ``sanity.csv``, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise DensevisError(f"--sanity {path} not found; give the sanity.csv of a densevis run")
+    try:
+        table = read_table(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DensevisError(f"--sanity {path} is not a CSV table ({exc})") from None
+    missing = [c for c in SANITY_COLUMNS if c not in table.columns]
+    if missing:
+        raise DensevisError(f"--sanity {path} lacks columns {', '.join(missing)}; give the "
+                            f"sanity.csv of a densevis run")
+    return table
 
 
 def check_outputs(folder, force: bool) -> list[Path]:

@@ -11,13 +11,20 @@ error. Writes three tidy CSV tables into --out, all together or none:
 
 Maps are reduced before scoring: 'abs' for signed methods, 'as_is' for non-negative ones (the
 CAMs); override with --reduction METHOD=RULE (rules: abs, as_is, positive, signed). The null
-baselines random, sobel and center are scored alongside.
+baselines random, sobel and center are scored alongside, at full resolution and, for CAM-like
+maps, pooled to each layer's grid.
 
-Verdicts (each hypothesis is one family for the Holm correction): supported = corrected
-one-sided p < alpha and the 95% bootstrap CI excludes 0 in the hypothesized direction; rejected =
-the CI excludes every meaningful effect (the margin) in that direction; inconclusive otherwise.
-An 'overall' row per hypothesis, method and layer is supported iff all its statistics are and
-rejected iff any is.
+Hypotheses are those of the experiment spec (--spec; default: the embedded default spec, as
+'densevis run' uses), evaluated by the same code as 'densevis run': given the same maps, probe
+files and --sanity table (sanity.csv of a run), hypotheses.csv is the same. Per row: the
+median (sign test) or Hodges-Lehmann shift (Mann-Whitney), with bounds that invert the same
+test, Bonferroni within each family. supported = the family-adjusted bound excludes 0 in the
+hypothesized direction (p_adjusted <= alpha) and the estimate reaches the margin; rejected =
+the other bound excludes every effect of at least the margin; inconclusive otherwise. An
+'overall' row per hypothesis, method and layer is supported iff all its primary statistics
+are, rejected iff any is; a map-based overall is supported only where passes_randomization
+passed for that method and layer (median similarity after randomization certainly below the
+threshold, 0.5 spearman_abs by default) - without --sanity no map verdict is supported.
 
 Sharded under torchrun (WORLD_SIZE > 1): each process scores its rows of every maps file on
 cuda:LOCAL_RANK (or the CPU); rank 0 gathers the rows, computes the summary and hypotheses and
@@ -29,11 +36,13 @@ examples:
   densevis analyze --maps base-maps.h5 --maps lines-maps.h5 --maps pairs-maps.h5 \\
       --data base.h5 --data lines_only.h5 --data pairs.h5 --out reports/analysis --force
   densevis analyze --maps m.h5 --data d.h5 --out out --reduction vanilla=positive
+  densevis analyze --maps m.h5 --data d.h5 --sanity reports/RUN/sanity.csv --out out
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 HELP = "score maps against ground truth and test the hypotheses (metrics/summary/hypotheses CSV)"
 
@@ -51,13 +60,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip the null baselines random, sobel, center")
     parser.add_argument("--batch-size", type=int, default=128, help="maps per batch (default 128)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the random baseline, bootstrap and permutations")
-    parser.add_argument("--alpha", type=float, default=0.05, help="level of the verdicts")
-    parser.add_argument("--correction", choices=("holm", "bh"), default="holm",
-                        help="multiple-testing correction per hypothesis family (default holm)")
-    parser.add_argument("--test", choices=("wilcoxon", "permutation"), default="wilcoxon",
-                        help="rank test or its seeded permutation version")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    parser.add_argument("--sanity", metavar="SANITY.csv", default=None,
+                        help="similarity table of the randomization checks (sanity.csv of a "
+                             "run): adds passes_randomization and its gate")
+    parser.add_argument("--spec", metavar="SPEC.toml", default=None,
+                        help="take the hypotheses from this experiment spec (default: the "
+                             "embedded default spec's)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="family-wise level of every hypothesis (default: the spec's, 0.05)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,22 +83,27 @@ def run(args: argparse.Namespace) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from densevis.analysis.baselines import BASELINES
     from densevis.analysis.reduce import parse_overrides
-    from densevis.analysis.tables import check_outputs, write_tables
+    from densevis.analysis.tables import check_outputs, read_sanity, write_tables
+    from densevis.experiment.spec import load_spec
     from densevis.distributed import init_process_group, main_only, world_from_env
     from densevis.errors import DensevisError
     from densevis.model import resolve_device
     from densevis.shards import analyze_sharded
 
-    if not 0 < args.alpha < 1:
+    if args.alpha is not None and not 0 < args.alpha < 1:
         raise DensevisError(f"--alpha must be between 0 and 1 (got {args.alpha})")
     reductions = parse_overrides(args.reduction)
+    hypotheses = load_spec(args.spec).hypotheses
+    if args.alpha is not None:
+        hypotheses = [dataclasses.replace(h, alpha=args.alpha) for h in hypotheses]
+    similarity = read_sanity(args.sanity) if args.sanity else None
     init_process_group(world_from_env(), resolve_device(args.device).type)  # if under torchrun
     main_only("setup", lambda: check_outputs(args.out, args.force))  # rank 0 writes the tables
     # a plain run under WORLD_SIZE 1 (or without torchrun): analyze itself
     tables = analyze_sharded(args.maps, args.data, reductions=reductions,
                              baselines=() if args.no_baselines else BASELINES,
                              batch_size=args.batch_size, device=args.device, seed=args.seed,
-                             alpha=args.alpha, correction=args.correction, test=args.test)
+                             hypotheses=hypotheses, similarity=similarity)
     paths = main_only("write", lambda: write_tables(args.out, tables, force=args.force))
     if tables is None:  # not rank 0
         return 0

@@ -26,6 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from densevis.analysis.hypotheses import HypothesisSpec
 from densevis.errors import DensevisError
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "default.toml"
@@ -72,42 +73,26 @@ class SaliencySpec:
 
 @dataclass(frozen=True)
 class SanitySpec:
-    methods: list[str] = field(default_factory=lambda: ["vanilla", "guided", "gradcam"])
-    layers: list[str] = field(default_factory=lambda: ["denseblock4"])  # of the layer methods
+    """The randomization checks (Adebayo et al. 2018). By default they cover every method and
+    layer of ``[saliency]`` (``"saliency"``), so that every map-based verdict can be gated."""
+
+    methods: list[str] = field(default_factory=lambda: ["saliency"])  # [] turns them off
+    layers: list[str] = field(default_factory=lambda: ["saliency"])  # of the layer methods
     images: int = 32
     cascading: bool = True
     independent: bool = True
     data_randomization: bool = True
-    data_randomization_images: int = 2000  # the first training images, labels shuffled
-    data_randomization_epochs: int = 2
+    # the shuffled-label model memorizes these first training images' shuffled labels (no
+    # augmentation, the last epoch kept); its fit is recorded with the verdicts
+    data_randomization_images: int = 256
+    data_randomization_epochs: int = 25
 
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    metrics: list[str] = field(default_factory=lambda: ["all"])
     baselines: list[str] = field(default_factory=lambda: ["random", "sobel", "center"])
     sanity: SanitySpec = field(default_factory=SanitySpec)
-    bootstrap: int = 2000
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class HypothesisSpec:
-    """A built-in hypothesis (localizes_square, edge_detector, small_object_detector,
-    passes_randomization) or a custom one: ``statistic`` (a metric) on ``set`` lies on
-    ``direction`` of ``threshold``, per method and layer."""
-
-    name: str
-    statistic: str = ""  # built-ins: keep only this statistic (passes_randomization: the
-    #                      similarity measure); custom: the metric tested
-    direction: str = "greater"
-    threshold: float | None = None  # custom: the null value; passes_randomization: similarity
-    margin: float | None = None  # smallest meaningful effect (for "rejected")
-    alpha: float = 0.05
-    family: str = ""  # Holm-corrected together; default: the hypothesis' name
-    set: str = ""  # custom hypotheses: the probe set
-    methods: list[str] = field(default_factory=list)  # keep only these (default: all)
-    layers: list[str] = field(default_factory=list)
+    seed: int = 0  # of the random baseline and the randomized weights
 
 
 @dataclass(frozen=True)
@@ -310,8 +295,83 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
             path = base_dir / path
         if not path.is_file():
             raise locate.error("model.checkpoint", f"names a missing file {path}")
+    _check_hypotheses(spec, locate)
+
+
+def _check_hypotheses(spec: ExperimentSpec, locate: _Locator) -> None:
+    """Each ``[[hypotheses]]`` entry against the hypothesis registry: names, statistics,
+    margins, options, methods and the probe sets and sanity checks it needs."""
+    from densevis.analysis.hypotheses import HYPOTHESES
+    from densevis.analysis.sanity import SIMILARITIES
+    from densevis.saliency.methods import METHODS
+
+    seen = set()
     for k, hypothesis in enumerate(spec.hypotheses):
-        if hypothesis.direction not in ("greater", "less"):
-            raise locate.error(f"hypotheses[{k}].direction", "must be 'greater' or 'less'")
+        where = f"hypotheses[{k}]"
+        if hypothesis.name in seen:
+            raise locate.error(f"{where}.name", f"lists {hypothesis.name!r} a second time")
+        seen.add(hypothesis.name)
         if not 0 < hypothesis.alpha < 1:
-            raise locate.error(f"hypotheses[{k}].alpha", "must be between 0 and 1")
+            raise locate.error(f"{where}.alpha", "must be between 0 and 1")
+        for method in hypothesis.methods:
+            if method not in METHODS:
+                raise locate.error(f"{where}.methods", f"names unknown method {method!r}; "
+                                                       f"valid: {', '.join(METHODS)}")
+        definition = HYPOTHESES.get(hypothesis.name)
+        if definition is None:
+            _check_custom(hypothesis, where, spec.probes.sets, locate)
+            continue
+        for key in ("set", "metric", "margin"):
+            if getattr(hypothesis, key) not in (None, ""):
+                hint = " (set margins = {statistic = value})" if key == "margin" else ""
+                raise locate.error(f"{where}.{key}", f"is for custom hypotheses; "
+                                                     f"{hypothesis.name!r} is registered{hint}")
+        if hypothesis.direction != "greater":
+            raise locate.error(f"{where}.direction", "is for custom hypotheses; a registered "
+                                                     "one declares its directions")
+        keys = [s.key for s in definition.statistics]
+        for field_name in ("statistics", "margins"):
+            for key in getattr(hypothesis, field_name):
+                if key not in keys:
+                    raise locate.error(f"{where}.{field_name}", f"names unknown statistic "
+                                       f"{key!r} of {hypothesis.name}; valid: {', '.join(keys)}")
+        for key, value in hypothesis.margins.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise locate.error(f"{where}.margins", f"{key} must be a number >= 0 "
+                                                       f"(got {value!r})")
+        for option in ("threshold", "similarity"):
+            if getattr(hypothesis, option) not in (None, "") and option not in definition.options:
+                raise locate.error(f"{where}.{option}", f"is not an option of "
+                                                        f"{hypothesis.name}")
+        if hypothesis.similarity and hypothesis.similarity not in SIMILARITIES:
+            raise locate.error(f"{where}.similarity",
+                               f"must be one of {', '.join(SIMILARITIES)}")
+        for group in definition.needed_sets(hypothesis.statistics):
+            if not set(group) & set(spec.probes.sets):
+                raise locate.error(f"{where}.name", f"{hypothesis.name} needs probe set "
+                                   f"{' or '.join(group)}; add it to probes.sets (or keep other "
+                                   f"statistics with {where}.statistics)")
+        check = spec.analysis.sanity
+        if definition.source == "similarity" and not (check.methods and check.cascading):
+            raise locate.error(f"{where}.name", f"{hypothesis.name} needs the cascading "
+                               f"randomization check: set analysis.sanity.cascading = true and "
+                               f"keep analysis.sanity.methods non-empty")
+
+
+def _check_custom(hypothesis: HypothesisSpec, where: str, sets, locate: _Locator) -> None:
+    from densevis.analysis.hypotheses import HYPOTHESES
+
+    if not (hypothesis.set and hypothesis.metric):
+        raise locate.error(f"{where}.name", f"names no registered hypothesis "
+                           f"({', '.join(HYPOTHESES)}); a custom hypothesis needs set and metric")
+    if hypothesis.set not in sets:
+        raise locate.error(f"{where}.set", f"names probe set {hypothesis.set!r}, which the run "
+                                           f"does not make; add it to probes.sets")
+    if hypothesis.direction not in ("greater", "less"):
+        raise locate.error(f"{where}.direction", "must be 'greater' or 'less'")
+    if hypothesis.margin is not None and hypothesis.margin < 0:
+        raise locate.error(f"{where}.margin", "must be >= 0")
+    for key in ("statistics", "margins", "similarity"):
+        if getattr(hypothesis, key):
+            raise locate.error(f"{where}.{key}", "is for registered hypotheses; a custom one "
+                                                 "tests metric (with margin)")

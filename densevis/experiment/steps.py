@@ -12,19 +12,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from densevis.analysis.tables import read_table
 from densevis.errors import DensevisError
 
 SANITY_SET = "val"  # held-out images of the training set, always present
-
-
-def _read_csv(path) -> pd.DataFrame:
-    """A cached table as written: empty text stays "" (a pixel method's layer), not NaN."""
-    frame = pd.read_csv(path)
-    for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all():
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), "") \
-                .astype(str)
-    return frame
 
 
 def _write_csv(frame: pd.DataFrame, path) -> None:
@@ -142,7 +133,7 @@ def evaluate(runner) -> bool:
         table, _ = evaluate_checkpoint(stages.checkpoint, [stages.data[r] for r in roles],
                                        device=runner.spec.saliency.device, names=names)
         _write_csv(table, path)
-    stages.tables["evaluation"] = _read_csv(path)
+    stages.tables["evaluation"] = read_table(path)
     return cached
 
 
@@ -192,7 +183,7 @@ def analyze(runner) -> bool:
                                   baselines=tuple(analysis.baselines),
                                   device=spec.saliency.device, seed=analysis.seed)
         main_only("analyze", lambda: _write_csv(metrics, path))
-    metrics = _read_csv(path)
+    metrics = read_table(path)
     stages.tables["metrics"] = metrics
     stages.tables["summary"] = summarize(metrics)
     return cached
@@ -219,7 +210,7 @@ def sanity(runner) -> bool:
     if not path.exists():
         cached = False
         _write_csv(_similarity(runner), path)
-    stages.tables["sanity"] = _read_csv(path)
+    stages.tables["sanity"] = read_table(path)
     return cached
 
 
@@ -233,6 +224,23 @@ def _sanity_images(runner) -> tuple[np.ndarray, np.ndarray]:
         return probe.images[np.sort(chosen)], labels[np.sort(chosen)].astype(np.int64)
 
 
+def sanity_selection(spec) -> tuple[list[str], list[str], dict, dict]:
+    """``(methods, layers, method_layers, params)`` the sanity checks explain: those of
+    ``[saliency]`` where ``[analysis.sanity]`` says ``"saliency"`` (the default)."""
+    from densevis.saliency.methods import resolve_methods
+
+    check, saliency = spec.analysis.sanity, spec.saliency
+    methods = resolve_methods(saliency.methods if check.methods == ["saliency"]
+                              else check.methods)
+    if check.layers == ["saliency"]:
+        layers = list(saliency.layers)
+        method_layers = {m: v for m, v in saliency.method_layers.items() if m in methods}
+    else:
+        layers, method_layers = list(check.layers), {}
+    params = {m: v for m, v in saliency.params.items() if m in methods}
+    return methods, layers, method_layers, params
+
+
 def _similarity(runner) -> pd.DataFrame:
     from densevis.analysis.sanity import (data_randomization_test, engine_explain,
                                           randomization_test)
@@ -243,8 +251,8 @@ def _similarity(runner) -> pd.DataFrame:
     device = resolve_device(spec.saliency.device)
     model, _ = load_checkpoint(stages.checkpoint, device)
     images, targets = _sanity_images(runner)
-    params = {m: v for m, v in spec.saliency.params.items() if m in check.methods}
-    explain = engine_explain(list(check.methods), list(check.layers), params)
+    methods, layers, method_layers, params = sanity_selection(spec)
+    explain = engine_explain(methods, layers, params, method_layers)
     frames = []
     for mode, wanted in (("cascading", check.cascading), ("independent", check.independent)):
         if wanted:
@@ -253,25 +261,50 @@ def _similarity(runner) -> pd.DataFrame:
     if check.data_randomization:
         shuffled, _ = load_checkpoint(stages.shuffled_checkpoint, device)
         frames.append(data_randomization_test(model, shuffled, explain, images, targets))
+        frames.append(_label_fit(runner, shuffled, device))
     return pd.concat(frames, ignore_index=True)
+
+
+def _shuffled_config(spec):
+    """The shuffled-label model's recipe: memorize the labels (Adebayo et al. 2018 train until
+    the model fits its random labels): no augmentation, no loss weighting, the last epoch."""
+    return train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs,
+                        labels="shuffled", patience=10**6, keep="last", augment="none",
+                        shift=0, class_weighted=False, ignore_hidden=None, touching_weight=1.0)
+
+
+def _label_fit(runner, shuffled, device) -> pd.DataFrame:
+    """Per training image of the shuffled-label model: 1 where it reproduces its shuffled
+    label (metric ``label_fit``; its mean is how far the model memorized)."""
+    from densevis.evaluation import predict
+    from densevis.train import training_labels
+    from probes import ProbeSet
+
+    with ProbeSet(runner.stages.data["train_shuffled"]) as probe:
+        logits = predict(shuffled, probe, device=device)
+        labels = training_labels(probe, _shuffled_config(runner.spec))
+    fits = (logits.argmax(1) == labels).astype(np.float64)
+    return pd.DataFrame({"test": "data", "step": "shuffled_labels", "step_index": 1,
+                         "method": "model", "layer": "", "image": np.arange(len(fits)),
+                         "metric": "label_fit", "value": fits})
 
 
 def _train_shuffled(runner) -> bool:
     """The data-randomization model: the same arch trained on shuffled training labels."""
     spec, stages = runner.spec, runner.stages
-    config = train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs,
-                          labels="shuffled", patience=10**6)
     stages.shuffled_checkpoint, stages.shuffled_key, cached = _trained(
-        runner, "train-shuffled", f"{spec.model.arch}-shuffled", "train_shuffled", config)
+        runner, "train-shuffled", f"{spec.model.arch}-shuffled", "train_shuffled",
+        _shuffled_config(spec))
     return cached
 
 
 # -------------------------------------------------------------------------------- hypotheses
 def hypotheses(runner) -> bool:
-    from densevis.experiment.verdicts import behaviour_table, evaluate_hypotheses
+    from densevis.analysis.hypotheses import evaluate
+    from densevis.experiment.verdicts import behaviour_table
 
     tables = runner.stages.tables
-    tables["hypotheses"] = evaluate_hypotheses(runner.spec, tables["metrics"], tables["sanity"])
+    tables["hypotheses"] = evaluate(tables["metrics"], tables["sanity"], runner.spec.hypotheses)
     tables["behaviour"] = behaviour_table(tables["metrics"], runner.stages.data,
                                           runner.spec.probes.sets)
     return False  # cheap: computed every time from the cached tables

@@ -1,10 +1,7 @@
-"""The spec's hypotheses evaluated on a run's tables, and the behaviour table.
+"""The behaviour table of a run: per probe set (and ``pairs`` variant) what the model does.
 
-Built-in hypotheses come from :mod:`densevis.analysis.hypotheses`; a custom one tests a metric
-on a probe set against a threshold, per method and layer. Rows of one declared ``family`` are
-Holm-corrected together, the model's behaviour (method ``model``) apart from the maps'
-(``<family>/behaviour`` and ``<family>/maps``); each (hypothesis, method, layer) also gets an
-``overall`` row (supported iff all its primary statistics are, rejected if any is).
+(The hypotheses of a run are evaluated by :func:`densevis.analysis.hypotheses.evaluate`, as
+``densevis analyze`` and the pytest plugin evaluate them.)
 """
 
 from __future__ import annotations
@@ -13,71 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from densevis.analysis import hypotheses as builtin
-from densevis.analysis.stats import adjust, test_hypothesis
-from densevis.errors import DensevisError
-
-BUILTIN = {"localizes_square": builtin.localizes_square, "edge_detector": builtin.edge_detector,
-           "small_object_detector": builtin.small_object_detector}
-RANDOMIZATION = builtin.RANDOMIZATION
-
-
-def _custom(metrics: pd.DataFrame, hypothesis, seed: int) -> pd.DataFrame:
-    rows = metrics[(metrics["set"] == hypothesis.set) & (metrics["metric"] == hypothesis.statistic)]
-    if rows.empty:
-        raise DensevisError(f"hypothesis {hypothesis.name!r}: no values of metric "
-                            f"{hypothesis.statistic!r} on set {hypothesis.set!r} in this run")
-    null = hypothesis.threshold or 0.0
-    sign = ">" if hypothesis.direction == "greater" else "<"
-    out = []
-    for (method, layer), group in rows.groupby(["method", "layer"], sort=True):
-        values = group.groupby("image")["value"].first().to_numpy(dtype=float)
-        result = test_hypothesis(values, null=null, direction=hypothesis.direction,
-                                 margin=hypothesis.margin or 0.0, alpha=hypothesis.alpha,
-                                 seed=seed)
-        out.append({"hypothesis": hypothesis.name, "method": method, "layer": layer,
-                    "statistic": f"{hypothesis.statistic} {sign} {null:g}",
-                    "role": "primary", "sets": hypothesis.set, **result})
-    return pd.DataFrame(out, columns=builtin.COLUMNS)
-
-
-def _rows_of(hypothesis, metrics: pd.DataFrame, similarity: pd.DataFrame,
-             seed: int) -> pd.DataFrame:
-    if hypothesis.name == RANDOMIZATION:
-        if similarity.empty:
-            return pd.DataFrame(columns=builtin.COLUMNS)
-        threshold = 0.5 if hypothesis.threshold is None else hypothesis.threshold
-        return builtin.passes_randomization(similarity, metric=hypothesis.statistic or
-                                            "spearman_abs", threshold=threshold,
-                                            alpha=hypothesis.alpha, seed=seed)
-    if hypothesis.name in BUILTIN:
-        rows = BUILTIN[hypothesis.name](metrics, alpha=hypothesis.alpha, seed=seed)
-        if hypothesis.statistic:
-            rows = rows[rows["statistic"].str.startswith(hypothesis.statistic)]
-        return rows
-    return _custom(metrics, hypothesis, seed)
-
-
-def evaluate_hypotheses(spec, metrics: pd.DataFrame, similarity: pd.DataFrame) -> pd.DataFrame:
-    """The hypotheses table of a run (tables contract, plus test details and the rule)."""
-    parts = []
-    for hypothesis in spec.hypotheses:
-        rows = _rows_of(hypothesis, metrics, similarity, spec.analysis.seed)
-        if hypothesis.methods:
-            rows = rows[rows["method"].isin(hypothesis.methods)]
-        if hypothesis.layers:
-            rows = rows[rows["layer"].isin(hypothesis.layers) | (rows["layer"] == "")]
-        if hypothesis.margin is not None:
-            rows = rows.assign(margin=hypothesis.margin)
-        # what the model does and what its maps show are separate questions: separate families
-        family = hypothesis.family or hypothesis.name
-        parts.append(rows.assign(family=[f"{family}/{'behaviour' if m == builtin.MODEL else 'maps'}"
-                                         for m in rows["method"]]))
-    parts = [part for part in parts if not part.empty]
-    if not parts:
-        return pd.DataFrame(columns=builtin.COLUMNS + ["correction"])
-    table = adjust(pd.concat(parts, ignore_index=True), family="family", method="holm")
-    return pd.concat([builtin.overall(table), table], ignore_index=True)
+from densevis.analysis.hypotheses import MODEL
 
 
 # --------------------------------------------------------------------------------- behaviour
@@ -120,7 +53,7 @@ def behaviour_table(metrics: pd.DataFrame, data: dict, sets) -> pd.DataFrame:
     """
     from probes import ProbeSet
 
-    model = metrics[(metrics["method"] == builtin.MODEL) & metrics["metric"].isin(
+    model = metrics[(metrics["method"] == MODEL) & metrics["metric"].isin(
         ["logit_margin", "predicted_positive", "label"])]
     wide = model.pivot_table(index=["set", "image"], columns="metric", values="value")
     rows = []

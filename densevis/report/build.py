@@ -103,22 +103,22 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
     hypotheses = tables["hypotheses"]
     headline = hypotheses[hypotheses["statistic"] == "overall"]
     columns = ["hypothesis", "method", "layer", "statistic", "role", "effect", "ci_low",
-               "ci_high", "p_value", "p_adjusted", "margin", "n", "verdict"]
+               "ci_high", "ci_level", "p_value", "p_adjusted", "margin", "n", "verdict"]
     detail = hypotheses[hypotheses["statistic"] != "overall"][
         [c for c in columns if c in hypotheses.columns]]
     out = [Section(
         "Hypotheses",
-        f"Each hypothesis is tested per method and layer on per-image statistics (Wilcoxon "
-        f"signed-rank, paired where images or scenes pair; bootstrap 95% CIs of the median "
-        f"effect), Holm-corrected within its declared family. Verdict rule: {VERDICT_RULE}. "
-        f"The 'overall' verdict of a hypothesis is supported only if all its primary "
-        f"statistics are, and rejected if any is; secondary statistics are reported beside "
-        f"them. A map-based overall verdict of a method and layer that fail "
-        f"passes_randomization is at most inconclusive (see its note). Method 'model' rows are the model's behaviour (logits), not a saliency map. "
-        f"Each row's rule with its numbers is in hypotheses.csv.",
+        f"Each hypothesis is tested per method and layer on per-image statistics. "
+        f"{VERDICT_RULE} Families: each declared family, split into the model's behaviour and "
+        f"its maps. The 'overall' verdict of a hypothesis is supported only if all its primary "
+        f"statistics are (none missing), and rejected if any is; secondary statistics are "
+        f"reported beside them. A map-based overall verdict is supported only for a method and "
+        f"layer that pass passes_randomization in the same table; otherwise it is at most "
+        f"inconclusive and its note says why. Method 'model' rows are the model's behaviour "
+        f"(logits), not a saliency map. Each row's rule with its numbers is in hypotheses.csv.",
         tables=[headline[[c for c in ("hypothesis", "method", "layer", "p_adjusted", "verdict",
                                       "note") if c in headline.columns]], detail],
-        figures=[Figure(png, "effects and 95% CIs") for png in
+        figures=[Figure(png, "effects and family-adjusted CIs") for png in
                  [plots.hypotheses_forest(detail)] if png])]
     if "behaviour" in tables:
         behaviour = tables["behaviour"]

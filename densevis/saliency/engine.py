@@ -209,6 +209,21 @@ class SaliencyEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def layer_grids(self, size: int, channels: int = 3) -> dict[str, list[int]]:
+        """``[h, w]`` of each selected layer's output for ``size``-px inputs (one forward of a
+        blank image): the grid a layer-resolution map is upsampled from."""
+        grids: dict[str, list[int]] = {}
+        handles = [module.register_forward_hook(
+            lambda _module, _args, output, key=key: grids.__setitem__(
+                key, [int(v) for v in output.shape[-2:]])) for key, module in self.layers.items()]
+        try:
+            with torch.no_grad(), frozen_eval(self.model):
+                self.model(torch.zeros(1, channels, size, size, device=self.device))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return grids
+
     def attribute(self, inputs: torch.Tensor, targets=None, labels=None) -> Explanation:
         """Maps of every selected method (and layer) for a batch of images.
 

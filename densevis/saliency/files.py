@@ -139,6 +139,7 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
         "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
         "probe": str(data), "probe_sha256": probe_sha256 or file_sha256(data),
         "probe_set": probe.name, "methods": engine.methods, "layers": list(engine.layers),
+        "layer_grids": engine.layer_grids(probe.size),
         "method_params": engine.params, "target": str(target), "device": str(device),
         "bf16": bool(bf16),
         "versions": {"densevis": __version__, "torch": torch.__version__,

@@ -63,6 +63,12 @@ class Method:
     summary, reference : str
     check : callable or None
         ``check(params, image_size)`` raises :class:`DensevisError` for unusable parameters.
+    sign : str
+        ``"signed"`` or ``"non_negative"`` (by construction, e.g. a CAM after its ReLU): decides
+        the default reduction before scoring (:mod:`densevis.analysis.reduce`).
+    resolution : str
+        ``"input"`` (detail at the input's pixels) or ``"layer"`` (the layer's grid, upsampled):
+        a layer-resolution map is compared with null baselines pooled to the same grid.
     """
 
     name: str
@@ -73,24 +79,33 @@ class Method:
     summary: str = ""
     reference: str = ""
     check: Callable | None = None
+    sign: str = "signed"
+    resolution: str = "input"
 
+
+SIGNS = ("signed", "non_negative")
+RESOLUTIONS = ("input", "layer")
 
 #: Every method by name, in registration order (the order of ``methods="all"``).
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, kind: str, needs=(), summary: str = "", reference: str = "",
-             check: Callable | None = None, **defaults):
-    """Decorator registering ``compute(capture, layer, **params)`` as method ``name``."""
+             check: Callable | None = None, sign: str = "signed", resolution: str = "input",
+             **defaults):
+    """Decorator registering ``compute(capture, layer, **params)`` as method ``name``
+    (``defaults``: its parameters; the other arguments are :class:`Method`'s attributes)."""
     if kind not in ("pixel", "layer"):
         raise ValueError(f"kind must be 'pixel' or 'layer', got {kind!r}")
+    if sign not in SIGNS or resolution not in RESOLUTIONS:
+        raise ValueError(f"sign must be one of {SIGNS} and resolution one of {RESOLUTIONS}")
     unknown = set(needs) - NEEDS
     if unknown:
         raise ValueError(f"unknown needs {sorted(unknown)}; valid: {sorted(NEEDS)}")
 
     def decorate(compute: Callable) -> Callable:
         METHODS[name] = Method(name, kind, frozenset(needs), compute, dict(defaults), summary,
-                               reference, check)
+                               reference, check, sign, resolution)
         return compute
     return decorate
 
@@ -194,7 +209,8 @@ def cam_method(name: str, summary: str, reference: str):
         def compute(capture, layer):
             return upsample(F.relu(cam(*capture.layer(layer))), capture.size)
         compute.__doc__ = cam.__doc__
-        register(name, "layer", {"layer_grads"}, summary, reference)(compute)
+        register(name, "layer", {"layer_grads"}, summary, reference, sign="non_negative",
+                 resolution="layer")(compute)
         return cam
     return decorate
 

@@ -148,7 +148,7 @@ def smoothgrad(capture, layer, samples, sigma, seed):
 
 @register("smoothgrad_sq", "pixel", (), "mean squared gradient over noisy copies",
           "Smilkov et al. 2017; Hooker et al. 2019, arXiv:1806.10758", check=_check_smoothgrad,
-          samples=25, sigma=0.15, seed=0)
+          sign="non_negative", samples=25, sigma=0.15, seed=0)
 def smoothgrad_sq(capture, layer, samples, sigma, seed):
     """Mean of the squared (grey) gradient over the same noisy copies as ``smoothgrad``."""
     return _smoothgrad(capture, samples, sigma, seed, squared=True)
@@ -201,7 +201,8 @@ def occlusion(capture, layer, window, stride, baseline):
 # -- Score-CAM -------------------------------------------------------------------------------
 
 @register("scorecam", "layer", {"layer_acts"}, "channels weighted by the score of the image "
-          "masked by them", "Wang et al. 2020, arXiv:1910.01279 (as pytorch-grad-cam)")
+          "masked by them", "Wang et al. 2020, arXiv:1910.01279 (as pytorch-grad-cam)",
+          sign="non_negative", resolution="layer")
 def scorecam(capture, layer):
     """relu(sum_k w_k A_k), w = softmax over k of the target logit of x * norm(upsample(A_k)).
 
@@ -258,7 +259,7 @@ def rise_masks(count: int, cells: int, p: float, size: tuple[int, int], seed: in
 
 @register("rise", "pixel", (), "mean of random masks weighted by the target probability",
           "Petsiuk et al. 2018, arXiv:1806.07421", check=_check_rise,
-          masks=2000, cells=8, p=0.5, seed=0)
+          sign="non_negative", masks=2000, cells=8, p=0.5, seed=0)
 def rise(capture, layer, masks, cells, p, seed):
     """sum_i P(target | x * M_i) M_i / (masks * p) over seeded random masks M_i."""
     x = capture.inputs
