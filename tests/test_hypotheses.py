@@ -232,3 +232,27 @@ def test_evaluate_refuses_unknown_and_repeated_hypotheses():
         evaluate(_metrics([]), hypotheses=[HypothesisSpec("edge_detecter")])
     with pytest.raises(DensevisError, match="listed twice: edge_detector"):
         evaluate(_metrics([]), hypotheses=[SPECS["edge_detector"]] * 2)
+
+
+def test_a_spec_imports_the_module_that_registers_its_hypothesis(tmp_path):
+    from densevis.experiment import load_spec
+
+    (tmp_path / "my_hypotheses.py").write_text(
+        "from densevis.analysis import Statistic, hypothesis\n\n"
+        "@hypothesis('lines_are_seen', 'Do the maps see the lines?',\n"
+        "            [Statistic('line_mass', 'line_mass > 1', 'ratio', sets=(('lines_only',),))])\n"
+        "def lines_are_seen(context):\n"
+        "    for method, layer in context.explained('lines_only', 'line_mass'):\n"
+        "        context.test('line_mass', method, layer, 'lines_only',\n"
+        "                     context.series('lines_only', 'line_mass', method, layer), null=1)\n")
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text('imports = ["my_hypotheses"]\n[[hypotheses]]\nname = "lines_are_seen"\n')
+    try:
+        spec = load_spec(spec_file)
+        assert spec.hypotheses[0].name == "lines_are_seen" and "lines_are_seen" in HYPOTHESES
+    finally:
+        HYPOTHESES.pop("lines_are_seen", None)
+    spec_file.write_text('imports = ["no_such_module"]\n')
+    with pytest.raises(DensevisError, match="spec.toml line 1: key 'imports' names module "
+                                            "'no_such_module', which failed to import"):
+        load_spec(spec_file)

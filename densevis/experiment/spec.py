@@ -112,6 +112,9 @@ class ExperimentSpec:
     saliency: SaliencySpec = field(default_factory=SaliencySpec)
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     hypotheses: list[HypothesisSpec] = field(default_factory=list)
+    # modules to import before the hypotheses are checked: they register hypotheses of their
+    # own (densevis.analysis.hypothesis); looked up beside the spec file, then on sys.path
+    imports: list[str] = field(default_factory=list)
     outputs: OutputsSpec = field(default_factory=OutputsSpec)
     quick: dict = field(default_factory=dict)
     source: str = ""  # the file it was read from (not a TOML key)
@@ -295,7 +298,29 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
             path = base_dir / path
         if not path.is_file():
             raise locate.error("model.checkpoint", f"names a missing file {path}")
+    _import_modules(spec, locate, base_dir)
     _check_hypotheses(spec, locate)
+
+
+def _import_modules(spec: ExperimentSpec, locate: _Locator, base_dir: Path | None) -> None:
+    """Import ``spec.imports`` (the spec's folder first on the path) so that the hypotheses
+    they register can be named; like running a script, this runs the named modules' code."""
+    import importlib
+    import sys
+
+    folder = str(base_dir.resolve()) if base_dir is not None else None
+    for name in spec.imports:
+        added = folder is not None and folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
+            raise locate.error("imports", f"names module {name!r}, which failed to import "
+                                          f"({type(exc).__name__}: {exc})") from None
+        finally:
+            if added:
+                sys.path.remove(folder)
 
 
 def _check_hypotheses(spec: ExperimentSpec, locate: _Locator) -> None:
