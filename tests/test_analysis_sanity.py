@@ -87,8 +87,12 @@ def test_similarity_of_identical_and_of_unrelated_maps():
     flipped = map_similarity(maps, -maps)
     np.testing.assert_allclose(flipped["spearman_signed"], -1.0, atol=1e-9)
     np.testing.assert_allclose(flipped["spearman_abs"], 1.0, atol=1e-9)
-    constant = map_similarity(maps, np.zeros_like(maps))
-    assert np.isnan(constant["spearman_abs"]).all() and np.isnan(constant["ssim"]).all()
+    flattened = map_similarity(maps, np.zeros_like(maps))  # randomization left nothing
+    assert (flattened["spearman_abs"] == 0).all() and (flattened["spearman_signed"] == 0).all()
+    assert np.isnan(flattened["ssim"]).all()
+    blank = map_similarity(np.zeros_like(maps), maps)  # nothing to keep in the first place
+    assert np.isnan(blank["spearman_abs"]).all()
+    assert set(map_similarity(maps, maps, ("spearman_abs",))) == {"spearman_abs"}
 
 
 def test_cascading_randomization_changes_gradients_not_sobel(cascading):

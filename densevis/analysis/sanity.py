@@ -42,6 +42,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim", "hog")
+EVERY_STEP = ("spearman_abs", "spearman_signed")  # the measures of the intermediate steps
 MODES = ("cascading", "independent")
 Explain = Callable[[nn.Module, np.ndarray, np.ndarray], dict]
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -136,32 +137,45 @@ def _scaled(maps: np.ndarray) -> np.ndarray:
     return np.divide(magnitude, peak, out=np.zeros_like(magnitude), where=peak > 0)
 
 
-def map_similarity(original: np.ndarray, other: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image :data:`SIMILARITIES` of two stacks of maps (N, H, W)."""
+def map_similarity(original: np.ndarray, other: np.ndarray,
+                   measures=SIMILARITIES) -> dict[str, np.ndarray]:
+    """Per-image ``measures`` (of :data:`SIMILARITIES`) of two stacks of maps (N, H, W).
+
+    A constant original has no ordering to keep: NaN. A structured original whose randomized
+    map became constant (a CAM after its ReLU, say) kept none of its ordering: Spearman 0.
+    """
     n, size = len(original), original.shape[-1]
     flat_a, flat_b = original.reshape(n, -1), other.reshape(n, -1)
+    flattened = (np.ptp(flat_b, axis=1) == 0) & (np.ptp(flat_a, axis=1) > 0)
     rank = lambda x: stats.rankdata(x, axis=1)  # noqa: E731 - average ranks, ties shared
-    out = {"spearman_abs": _pearson_rows(rank(np.abs(flat_a)), rank(np.abs(flat_b))),
-           "spearman_signed": _pearson_rows(rank(flat_a), rank(flat_b))}
-    a, b = _scaled(original), _scaled(other)
-    cell = max(4, size // 8)
-    ssim, hogs = np.full(n, np.nan), np.full(n, np.nan)
-    for i in range(n):  # skimage works per image
-        if a[i].max() > 0 and b[i].max() > 0:
-            ssim[i] = structural_similarity(a[i], b[i], data_range=1.0)
-            pair = [hog(m, pixels_per_cell=(cell, cell), cells_per_block=(2, 2))
-                    for m in (a[i], b[i])]
-            hogs[i] = _pearson_rows(pair[0][None], pair[1][None])[0]
-    out["ssim"], out["hog"] = ssim, hogs
+    out = {}
+    for name, transform in (("spearman_abs", np.abs), ("spearman_signed", lambda x: x)):
+        if name in measures:
+            values = _pearson_rows(rank(transform(flat_a)), rank(transform(flat_b)))
+            out[name] = np.where(flattened & ~(np.ptp(transform(flat_a), axis=1) == 0), 0.0,
+                                 values)
+    if {"ssim", "hog"} & set(measures):
+        a, b = _scaled(original), _scaled(other)
+        cell = max(4, size // 8)
+        ssim, hogs = np.full(n, np.nan), np.full(n, np.nan)
+        for i in range(n):  # skimage works per image
+            if a[i].max() > 0 and b[i].max() > 0:
+                ssim[i] = structural_similarity(a[i], b[i], data_range=1.0)
+                pair = [hog(m, pixels_per_cell=(cell, cell), cells_per_block=(2, 2))
+                        for m in (a[i], b[i])]
+                hogs[i] = _pearson_rows(pair[0][None], pair[1][None])[0]
+        out.update({name: values for name, values in (("ssim", ssim), ("hog", hogs))
+                    if name in measures})
     return out
 
 
-def _similarity_rows(test: str, step: int, name: str, original: dict, maps: dict) -> list:
+def _similarity_rows(test: str, step: int, name: str, original: dict, maps: dict,
+                     measures=SIMILARITIES) -> list:
     frames = []
     for key, reference in original.items():
         if key not in maps:
             continue
-        for metric, values in map_similarity(reference, maps[key]).items():
+        for metric, values in map_similarity(reference, maps[key], measures).items():
             frames.append(pd.DataFrame({
                 "test": test, "step": name, "step_index": step, "method": key[0],
                 "layer": key[1], "image": np.arange(len(values)), "metric": metric,
@@ -176,13 +190,17 @@ def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, t
 
     Returns a tidy table ``test, step, step_index, method, layer, image, metric, value``
     (``image`` is the position in ``images``; ``step_index`` 1 is the first group re-initialized).
+    The Spearman measures are computed at every step, SSIM and HOG (per image in skimage, most
+    of the cost) at the last step only: the fully randomized network, which the verdict reads.
     """
     images, targets = np.asarray(images), np.asarray(targets)
     original = run_explain(explain, model, images, targets, batch_size)
     frames = []
+    steps = len(layer_groups(model))
     for step, name, randomized in randomized_models(model, mode, seed):
         maps = run_explain(explain, randomized, images, targets, batch_size)
-        frames.extend(_similarity_rows(mode, step, name, original, maps))
+        measures = SIMILARITIES if step == steps else EVERY_STEP
+        frames.extend(_similarity_rows(mode, step, name, original, maps, measures))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -128,15 +128,16 @@ def rank_sum_cdf(n1: int, n2: int) -> np.ndarray:
     return cdf
 
 
-def _rule(direction: str, margin: float, alpha: float, family_size: int) -> str:
+def _rule(direction: str, margin: float, alpha: float, family_size: int, null: float) -> str:
     level = 1 - alpha / family_size
+    scale = f"effect = estimate - {null:g}; " if null else ""
     if direction == "greater":
-        return (f"supported if p_adjusted <= {alpha:g} (ci_low > 0) and effect >= {margin:g}; "
-                f"rejected if ci_high < {margin:g}; else inconclusive (one-sided bounds at "
-                f"{level:.4g}, Bonferroni over a family of {family_size})")
-    return (f"supported if p_adjusted <= {alpha:g} (ci_high < 0) and effect <= {-margin:g}; "
-            f"rejected if ci_low > {-margin:g}; else inconclusive (one-sided bounds at "
-            f"{level:.4g}, Bonferroni over a family of {family_size})")
+        return (f"{scale}supported if p_adjusted <= {alpha:g} (ci_low > 0) and effect >= "
+                f"{margin:g}; rejected if ci_high < {margin:g}; else inconclusive (one-sided "
+                f"bounds at {level:.4g}, Bonferroni over a family of {family_size})")
+    return (f"{scale}supported if p_adjusted <= {alpha:g} (ci_high < 0) and effect <= "
+            f"{-margin:g}; rejected if ci_low > {-margin:g}; else inconclusive (one-sided "
+            f"bounds at {level:.4g}, Bonferroni over a family of {family_size})")
 
 
 def verdict(effect: float, ci_low: float, ci_high: float, direction: str,
@@ -239,7 +240,7 @@ def _finish(row, family_size: int) -> dict:
     """Bounds, adjusted p, verdict and rule of one row in a family of ``family_size``."""
     evidence, alpha = row["evidence"], row["alpha"]
     out = {"family_size": family_size, "ci_level": 1 - 2 * alpha / family_size,
-           "rule": _rule(row["direction"], row["margin"], alpha, family_size)}
+           "rule": _rule(row["direction"], row["margin"], alpha, family_size, row["null"])}
     if evidence is None:
         return {**out, "ci_low": np.nan, "ci_high": np.nan, "p_adjusted": np.nan,
                 "verdict": "inconclusive"}

@@ -6,6 +6,14 @@ questions (square, edge or small-object detector? do the maps pass the randomiza
 Each stage's output is cached in OUT/.cache by a hash of its inputs: a rerun skips finished
 work, and a run killed mid-way resumes. A finished run folder is never overwritten.
 
+Verdicts (hypotheses.csv): per statistic the median (sign test) or Hodges-Lehmann shift
+(Mann-Whitney) with bounds that invert the same test, Bonferroni within each family; supported
+= significant and at least the margin, rejected = certainly below the margin. The sanity stage
+checks every saliency method and layer of the spec by default; a map-based verdict is supported
+only for a method and layer that pass passes_randomization: the median spearman_abs similarity
+of its maps to the trained model's, once every layer is re-initialized (and for a model that
+memorized shuffled labels), certainly below 0.5 (the threshold, with no further margin).
+
 examples:
   densevis run                          # the default experiment (about 5 minutes on 2 cores)
   densevis run --quick --out reports    # the same design, small (under a minute)

@@ -205,7 +205,7 @@ def sanity(runner) -> bool:
         shuffled_key = stages.shuffled_key
     key = runner.key("sanity", model=stages.model_key, data=stages.data_keys[SANITY_SET],
                      sanity=dataclasses.asdict(check), shuffled=shuffled_key,
-                     params=spec.saliency.params, seed=spec.analysis.seed)
+                     explained=sanity_selection(spec), seed=spec.analysis.seed)
     path = runner.cache.path("sanity", "similarity", key, ".csv")
     if not path.exists():
         cached = False
