@@ -206,7 +206,8 @@ def test_less_direction_and_null_value():
     result = adjust_one(hypothesis_test(rng.normal(0.2, 0.05, 30), null=0.5, direction="less",
                                         margin=0.1))
     assert result["verdict"] == "supported" and result["effect"] < 0
-    assert result["rule"].startswith("supported if p_adjusted <= 0.05 (ci_high < 0) and effect "
+    assert result["rule"].startswith("effect = estimate - 0.5; supported if p_adjusted <= 0.05 "
+                                     "(ci_high < 0) and effect "
                                      "<= -0.1; rejected if ci_low > -0.1")
     similar = adjust_one(hypothesis_test(rng.normal(0.95, 0.02, 30), null=0.5,
                                          direction="less", margin=0.1))

@@ -497,17 +497,18 @@ def passes_randomization(context: Context) -> None:
 # ------------------------------------------------------------------------------------ evaluate
 def _missing_primaries(definition: Hypothesis, spec: HypothesisSpec, method: str,
                        group: pd.DataFrame, baselines: list[str]) -> list[str]:
-    """Keys of the required primary statistics a (method, layer) group lacks."""
+    """Keys of the required primary statistics a (method, layer) group lacks (a custom
+    hypothesis has one statistic: its group cannot lack it)."""
+    if definition.name not in HYPOTHESES:
+        return []
     kind = "behaviour" if method == MODEL else "maps"
     expected = []
     for s in definition.statistics:
-        if s.role != "primary" or not s.required or s.kind != kind or \
-                (spec.statistics and s.key not in spec.statistics):
-            continue
-        expected += [f"{s.key}.{b}" for b in baselines] if s.per_baseline else [s.key]
-    if definition.name not in HYPOTHESES:  # custom: one statistic, no kinds
-        return []
-    return [key for key in expected if key not in set(group["statistic_key"])]
+        if s.role == "primary" and s.required and s.kind == kind and \
+                (not spec.statistics or s.key in spec.statistics):
+            expected += [f"{s.key}.{b}" for b in baselines] if s.per_baseline else [s.key]
+    found = set(group["statistic_key"])
+    return [key for key in expected if key not in found]
 
 
 def _gate(table: pd.DataFrame) -> dict:
