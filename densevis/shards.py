@@ -105,7 +105,7 @@ def explain_sharded(checkpoint, data, out, methods="panel", layers="all", params
             f"command again resumes from them")
 
     def look() -> tuple:
-        check_output_path(out, force)
+        check_output_path(out, force, inputs=(checkpoint, data))
         with ProbeSet(data) as probe:
             count = len(probe)
         if not count:

@@ -41,9 +41,9 @@ from densevis.analysis.reduce import reduce_maps, reduction_for
 from densevis.analysis.regions import RegionReader, read_rows
 from densevis.analysis.scores import Scores
 from densevis.errors import DensevisError
-from densevis.maps import MapsFile
+from densevis.maps import MapsFile, check_distinct
 from probes import ProbeSet, file_sha256
-from probes.atomic import atomic_output, check_output_path
+from probes.atomic import atomic_output, check_output_folder, check_output_path
 
 METRIC_COLUMNS = ["set", "image", "method", "layer", "reduction", "metric", "value", "note"]
 TABLES = ("metrics", "summary", "hypotheses")
@@ -62,6 +62,7 @@ def match_files(maps_paths, data_paths, hashes: dict | None = None
         A maps file records no probe hash, no ``--data`` file has it, or the pair disagrees on
         the set, the image size or the number of images.
     """
+    check_distinct(maps_paths)
     probes = {}
     for path in data_paths:
         ProbeSet(path)  # validates the format with a clear message
@@ -223,6 +224,7 @@ def check_outputs(folder, force: bool) -> list[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DensevisError(f"--out {folder} is a file; give a folder")
+    check_output_folder(folder)  # writable, or creatable where it is to be
     paths = [folder / f"{name}.csv" for name in TABLES]
     if folder.is_dir():
         for path in paths:

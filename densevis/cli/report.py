@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if not (folder / "hypotheses.csv").is_file():
         raise DensevisError(f"{folder} holds no hypotheses.csv; give the --out folder of "
                             f"'densevis analyze' or a run folder of 'densevis run'")
-    out = check_output_path(args.out or folder / "report.html", args.force)
+    inputs = [folder / f"{name}.csv" for name in RUN_TABLES] + [folder / "provenance.json"]
+    out = check_output_path(args.out or folder / "report.html", args.force,
+                            inputs=[path for path in inputs if path.exists()])
     tables = {}
     for name in RUN_TABLES:
         path = folder / f"{name}.csv"

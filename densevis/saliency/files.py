@@ -185,7 +185,7 @@ def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
     """
     from probes.atomic import check_output_path
 
-    check_output_path(out, force)  # before loading anything
+    check_output_path(out, force, inputs=(checkpoint, data))  # before loading anything
     job = prepare_explain(checkpoint, data, methods, layers, params, method_layers, device,
                           batch_size, chunk_size, bf16, target, progress)
     with job.probe:
