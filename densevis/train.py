@@ -205,7 +205,9 @@ def fast_stem(model: nn.Module):
             del conv.forward, norm.forward  # the class's forward again
 
 
-def _check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
+def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
+    """Raise :class:`DensevisError` (parameter ``arch``) if ``model`` cannot classify
+    ``size``-px images (a forward pass of two blank images)."""
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(2, 3, size, size, device=device))
@@ -263,7 +265,7 @@ class _Steps:
         self.memory = torch.channels_last if config.channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)
         model = build_model(config.arch).to(device)
-        _check_model_fits(model, config.arch, train_set.size, device)
+        check_model_fits(model, config.arch, train_set.size, device)
         self.model = model.to(memory_format=self.memory)
         self.average = (torch.optim.swa_utils.AveragedModel(
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),

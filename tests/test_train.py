@@ -15,7 +15,7 @@ from densevis.model import load_checkpoint, read_checkpoint
 from densevis.recipe import AUGMENTATIONS, TrainConfig
 from densevis.evaluation import scene_geometry
 from densevis.model import build_model, preprocess
-from densevis.train import (_check_model_fits, fast_stem, loss_weights, lr_at,
+from densevis.train import (check_model_fits, fast_stem, loss_weights, lr_at,
                             recalibrate_batchnorm, train, train_model, training_labels)
 from probes import ProbeSet, write_probe_set
 
@@ -257,7 +257,7 @@ def test_a_time_budget_stops_cleanly_and_keeps_a_model(easy, tmp_path):
 def test_a_model_too_deep_for_the_image_size_is_a_clear_error():
     from densevis.model import build_model
     with pytest.raises(DensevisError, match="cannot classify 16-px images"):
-        _check_model_fits(build_model("original"), "original", 16, torch.device("cpu"))
+        check_model_fits(build_model("original"), "original", 16, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------- bad input
