@@ -140,7 +140,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         # weights only: a checkpoint is plain data, and unpickling anything else can run code
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        needs = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if not needs:  # not a pickle of known operands: not a checkpoint at all
             raise DensevisError(f"{path} is not a readable torch checkpoint (UnpicklingError); "
                                 f"train one with 'densevis train'") from None

@@ -32,6 +32,9 @@ from .errors import ProbeError
 #: This machine in temporary names (a short hash of the host name): on a filesystem that several
 #: nodes share, a node removes only its own dead processes' files.
 HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+#: errno of os.link on a file system without hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV,
+                  errno.ENOSYS}
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:\.(?P<host>[0-9a-f]{8}))?\.tmp$")
 
 #: errno -> what it means for an output and how to fix it.
@@ -236,9 +239,11 @@ def _commit(tmp: Path, path: Path, force: bool) -> None:
     try:
         try:
             os.link(tmp, path)  # fails if path exists: never a rename over a newer file
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here (some network and FUSE file systems)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # no hard links here (some network and FUSE file systems): claim the name, then
+            # move the file onto the claim
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
             os.replace(tmp, path)
     except FileExistsError:
