@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         raise DensevisError(f"{folder / 'hypotheses.csv'} lacks the verdict column; it is not a "
                             f"densevis hypotheses table")
     provenance = folder / "provenance.json"
-    record = json.loads(provenance.read_text()) if provenance.is_file() else None
+    try:
+        record = json.loads(provenance.read_text()) if provenance.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DensevisError(f"{provenance} is not readable JSON ({exc}); restore it or remove "
+                            f"it") from None
     page = render_page(args.title or f"densevis report: {folder.name}", sections(tables, record))
     with atomic_output(out, args.force) as tmp:
         tmp.write_text(page, encoding="utf-8")
