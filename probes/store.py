@@ -168,7 +168,7 @@ def write_probe_set(out: str | os.PathLike, set_name: str, n: int, seed: int = 0
     path = check_output_path(out, force)
     per_unit = spec.images_per_unit
     rows = min(chunk_rows(size, per_unit), n * per_unit)
-    workers = _workers_that_fit(rows, size, workers or default_workers())
+    workers = workers_that_fit(rows, size, workers or default_workers())
     units_per_chunk = rows // per_unit
     starts = range(0, n, units_per_chunk)
     jobs = ((set_name, parsed, size, seed, start, min(start + units_per_chunk, n), rows)
@@ -190,7 +190,7 @@ def write_probe_set(out: str | os.PathLike, set_name: str, n: int, seed: int = 0
     return path
 
 
-def _workers_that_fit(rows: int, size: int, workers: int) -> int:
+def workers_that_fit(rows: int, size: int, workers: int) -> int:
     """How many rendering processes fit in memory (each holds a chunk of images and masks);
     a chunk that does not fit at all is a one-line error before any work."""
     plane = rows * size * size  # bytes of one chunk of images (and of each kind of mask)
