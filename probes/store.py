@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -102,7 +103,9 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
     # fork: workers only draw with numpy/skimage, and it works from scripts without a main guard
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                  initializer=_worker_signals)
+    try:
         pending = collections.deque()
         for job in jobs:
             pending.append(pool.submit(_render_chunk, job))
@@ -110,6 +113,22 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:
+        # stopped (an error, Ctrl-C, SIGTERM, perhaps inside the pool's own machinery): the
+        # chunks still rendering are not wanted, and waiting for them could wait forever
+        for process in list((pool._processes or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _worker_signals() -> None:
+    """Ctrl-C and SIGTERM sent to the whole process group are the main process's to handle
+    (it removes the half-written file and says so in one line): a rendering worker ignores
+    Ctrl-C and dies quietly on SIGTERM, without a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def default_workers() -> int:
