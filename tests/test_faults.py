@@ -525,16 +525,20 @@ def _wait_for_temp(out: Path, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def _generating(out: Path) -> subprocess.Popen:
+def _generating(out: Path, workers: int = 1) -> subprocess.Popen:
+    """A long ``generate`` in a process group of its own (with its rendering workers)."""
     return subprocess.Popen([sys.executable, "-m", "densevis", "generate", "base", "--n",
-                             "500000", "--size", "64", "--workers", "1", "--out", str(out)],
-                            stderr=subprocess.PIPE, text=True)
+                             "500000", "--size", "64", "--workers", str(workers), "--out",
+                             str(out)], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
-def test_sigterm_removes_the_half_written_output(tmp_path):
-    process = _generating(tmp_path / "x.h5")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_removes_the_half_written_output(tmp_path, workers):
+    """As ``timeout`` or ``kill`` of a process group: workers die quietly, one line."""
+    process = _generating(tmp_path / "x.h5", workers)
     _wait_for_temp(tmp_path / "x.h5", process)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.count("\n") == 1 and "terminated" in err and "Traceback" not in err, err
