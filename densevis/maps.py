@@ -157,6 +157,10 @@ class MapsFile:
                                 f"create it with 'densevis explain'") from None
         try:
             self._validate()
+        except OSError as exc:  # a damaged chunk of index, say
+            self._h5.close()
+            raise DensevisError(f"maps file {self.path} is damaged ({first_line(exc)}); make it "
+                                f"again with 'densevis explain'") from None
         except BaseException:
             self._h5.close()
             raise
