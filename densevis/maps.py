@@ -12,7 +12,8 @@ Layout (maps contract of ``shared/DESIGN.md``):
 Every map is unnormalized, at input resolution, as the method's paper defines it.
 
 :class:`MapsWriter` streams batches into a temporary file that becomes the destination only when
-:meth:`MapsWriter.close` succeeds; :class:`MapsFile` reads lazily.
+:meth:`MapsWriter.close` succeeds; :class:`MapsFile` checks the contract when it opens a file
+(types and shapes of every dataset, one row per image, each image once) and reads lazily.
 """
 
 from __future__ import annotations

@@ -313,7 +313,9 @@ def _write_chunk(datasets: dict, first: int, result: dict, variants: tuple = ())
 class ProbeSet:
     """Lazy reader of a probe-set file; a map-style torch ``Dataset`` and a batch iterator.
 
-    Nothing is read until asked for; the HDF5 handle is opened on first use in each process, so a
+    Opening checks the probe-file contract (types, shapes, labels, indices, the objects table);
+    the pixels are read only when asked for, and a damaged chunk is then a one-line
+    :class:`ProbeError`. The HDF5 handle is opened on first use in each process, so a
     ``ProbeSet`` can be handed to ``torch.utils.data.DataLoader`` workers.
 
     Parameters
