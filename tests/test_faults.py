@@ -29,7 +29,6 @@ from densevis.cli import main
 from densevis.errors import DensevisError
 from densevis.experiment import load_spec, run_experiment
 from densevis.maps import MapsWriter
-from densevis.model import read_checkpoint
 from densevis.recipe import TrainConfig
 from densevis.saliency.files import explain_file
 from densevis.train import train
