@@ -41,7 +41,7 @@ from densevis.analysis.reduce import reduce_maps, reduction_for
 from densevis.analysis.regions import RegionReader, read_rows
 from densevis.analysis.scores import Scores
 from densevis.errors import DensevisError
-from densevis.maps import MapsFile, check_distinct
+from densevis.maps import MapsFile
 from probes import ProbeSet, file_sha256
 from probes.atomic import atomic_output, check_output_folder, check_output_path
 
@@ -62,7 +62,9 @@ def match_files(maps_paths, data_paths, hashes: dict | None = None
         A maps file records no probe hash, no ``--data`` file has it, or the pair disagrees on
         the set, the image size or the number of images.
     """
-    check_distinct(maps_paths)
+    from densevis.maps import check_distinct
+
+    check_distinct(maps_paths)  # each map once: no image counted twice
     probes = {}
     for path in data_paths:
         ProbeSet(path)  # validates the format with a clear message

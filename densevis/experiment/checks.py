@@ -5,7 +5,7 @@ names a command-line flag the user never typed.
 The checks run what the stages would run first on each value: the probe geometry at
 ``data.size``, the training recipe, the arch and whether it classifies ``data.size`` images, the
 checkpoint (read whole), the device, the saliency methods, layers and parameters on the model,
-the sanity checks' methods and layers, the null baselines. An error about one API parameter
+the null baselines. An error about one API parameter
 (:class:`probes.errors.InputError` with ``parameter``) is reported at its spec key.
 """
 
@@ -40,7 +40,7 @@ def check_values(spec, locate) -> None:
     _check_data(spec, locate)
     model = _check_model(spec, locate)
     _check_saliency(spec, locate, model)
-    _check_analysis(spec, locate, model)
+    _check_analysis(spec, locate)
 
 
 def _check_data(spec, locate) -> None:
@@ -132,18 +132,10 @@ def _check_methods(locate, table: str, model, methods, layers, params, method_la
             resolve_layers(model, layers)
 
 
-def _check_analysis(spec, locate, model) -> None:
+def _check_analysis(spec, locate) -> None:
     from densevis.analysis.baselines import BASELINES
 
     unknown = [name for name in spec.analysis.baselines if name not in BASELINES]
     if unknown:
         raise locate.error("analysis.baselines", f"names unknown baseline {unknown[0]!r}; valid: "
                                                  f"{', '.join(BASELINES)}")
-    sanity = spec.analysis.sanity
-    for key in ("images", "data_randomization_images"):
-        if getattr(sanity, key) < 1:
-            raise locate.error(f"analysis.sanity.{key}", "must be positive")
-    if sanity.methods:
-        _check_methods(locate, "analysis.sanity", model, sanity.methods, sanity.layers,
-                       {m: v for m, v in spec.saliency.params.items() if m in sanity.methods},
-                       {}, spec.data.size)

@@ -171,6 +171,9 @@ def parse_spec(text: str, source: str = "<spec>", quick: bool = False,
     spec = _build(ExperimentSpec, raw, "", locate)
     spec = dataclasses.replace(spec, source=source)
     _check_semantics(spec, locate, base_dir)
+    from densevis.experiment.checks import check_values
+
+    check_values(spec, locate)  # every value, by the code that will use it
     return spec
 
 
@@ -324,6 +327,3 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
             raise locate.error(f"hypotheses[{k}].direction", "must be 'greater' or 'less'")
         if not 0 < hypothesis.alpha < 1:
             raise locate.error(f"hypotheses[{k}].alpha", "must be between 0 and 1")
-    from densevis.experiment.checks import check_values
-
-    check_values(spec, locate)  # every value, by the code that will use it

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from densevis.errors import DensevisError
 
 SANITY_SET = "val"  # held-out images of the training set, always present
 
