@@ -43,7 +43,7 @@ class BatchStream:
     def __init__(self, probe: ProbeSet, batch_size: int, seed: int, pool_chunks: int = 16,
                  labels: np.ndarray | None = None):
         if batch_size < 1:
-            raise DensevisError(f"--batch-size must be positive (got {batch_size})")
+            raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
         self.probe, self.batch_size, self.seed = probe, batch_size, seed
         self.labels = np.asarray(probe.labels[:] if labels is None else labels, np.int64)
         if self.labels.shape != (len(probe),):

@@ -12,7 +12,8 @@ Layout (maps contract of ``shared/DESIGN.md``):
 Every map is unnormalized, at input resolution, as the method's paper defines it.
 
 :class:`MapsWriter` streams batches into a temporary file that becomes the destination only when
-:meth:`MapsWriter.close` succeeds; :class:`MapsFile` reads lazily.
+:meth:`MapsWriter.close` succeeds; :class:`MapsFile` checks the contract when it opens a file
+(types and shapes of every dataset, one row per image, each image once) and reads lazily.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import h5py
 import numpy as np
 
 from densevis.errors import DensevisError
-from probes.atomic import atomic_output
+from probes.atomic import atomic_output, check_h5, check_input_file, same_file, writing_h5
+from probes.errors import first_line
+from probes.store import CheckedDataset
 
 FORMAT = "densevis-maps/1"
 
@@ -73,7 +76,9 @@ class MapsWriter:
         self._atomic = atomic_output(path, force=force)
         tmp = self._atomic.__enter__()
         try:
-            self._h5 = h5py.File(tmp, "w")
+            writing = writing_h5(tmp)
+            self._h5 = writing.__enter__()
+            self._writing = writing
             self._h5.attrs["format"] = FORMAT
             self._h5.attrs["image_size"] = int(image_size)
             for name, value in (attrs or {}).items():
@@ -102,6 +107,7 @@ class MapsWriter:
         self._logits[first:stop] = np.asarray(logits, dtype=np.float32)
         self._targets[first:stop] = np.asarray(targets)
         self._index[first:stop] = np.asarray(index)
+        check_h5(self._h5)  # a full disk stops the work here, not at the end
 
     def set_attr(self, name: str, value) -> None:
         self._h5.attrs[name] = value if isinstance(value, (str, int, float)) \
@@ -109,12 +115,16 @@ class MapsWriter:
 
     def close(self) -> None:
         """Finish the file and move it to its destination."""
-        self._h5.close()
+        try:
+            self._writing.__exit__(None, None, None)
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         self._atomic.__exit__(None, None, None)
 
     def _abort(self, exc: BaseException) -> None:
-        if getattr(self, "_h5", None) is not None:
-            self._h5.close()
+        if getattr(self, "_writing", None) is not None:
+            self._writing.__exit__(type(exc), exc, exc.__traceback__)
         self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> "MapsWriter":
@@ -139,27 +149,64 @@ class MapsFile:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DensevisError(f"maps file {self.path} not found; create it with "
-                                f"'densevis explain'")
+        self.path = check_input_file(path, "maps file", "create it with 'densevis explain'",
+                                     DensevisError)
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
-            raise DensevisError(f"{self.path} is not a readable HDF5 file ({exc})") from None
-        if self._h5.attrs.get("format") != FORMAT:
-            found = self._h5.attrs.get("format")
+            raise DensevisError(f"{self.path} is not a readable HDF5 file ({first_line(exc)}); "
+                                f"create it with 'densevis explain'") from None
+        try:
+            self._validate()
+        except OSError as exc:  # a damaged chunk of index, say
             self._h5.close()
-            raise DensevisError(f"{self.path} is not a densevis maps file (format {found!r}, "
-                                f"expected {FORMAT!r}); create one with 'densevis explain'")
-        self.attrs = {k: _decode(v) for k, v in self._h5.attrs.items()}
+            raise DensevisError(f"maps file {self.path} is damaged ({first_line(exc)}); make it "
+                                f"again with 'densevis explain'") from None
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _validate(self) -> None:
+        """The maps contract, checked on open: every dataset there, of its type and shape, one
+        row per image, each image once."""
+        h5 = self._h5
+        if h5.attrs.get("format") != FORMAT:
+            raise DensevisError(f"{self.path} is not a densevis maps file (format "
+                                f"{h5.attrs.get('format')!r}, expected {FORMAT!r}); create one "
+                                f"with 'densevis explain'")
+        self.attrs = {k: _decode(v) for k, v in h5.attrs.items()}
+        bad = f"maps file {self.path}: {{}}; it is damaged or was not written by densevis: " \
+              f"make it again with 'densevis explain'"
+        missing = [name for name in ("logits", "targets", "index") if name not in h5]
+        if missing:
+            raise DensevisError(bad.format(f"it lacks {', '.join(missing)}"))
+        rows = h5["targets"].shape[0] if h5["targets"].ndim == 1 else -1
+        expected = {"targets": ((rows,), "i"), "index": ((rows,), "i"), "logits": (None, "f")}
+        for name, (shape, kinds) in expected.items():
+            dataset = h5[name]
+            if (shape is not None and dataset.shape != shape) or dataset.dtype.kind not in kinds \
+                    or (name == "logits" and (dataset.ndim != 2 or dataset.shape[0] != rows)):
+                raise DensevisError(bad.format(f"{name} is {dataset.dtype} of shape "
+                                               f"{dataset.shape} for {rows} rows"))
         keys = []
-        for method, node in self._h5.get("maps", {}).items():
+        for method, node in h5.get("maps", {}).items():
             if isinstance(node, h5py.Dataset):
                 keys.append((method, None))
             else:
                 keys.extend((method, layer) for layer in node)
         self.keys = sorted(keys, key=lambda key: (key[0], key[1] or ""))
+        side = self.attrs.get("image_size")
+        for key in self.keys:
+            dataset = h5[map_key(*key)]
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f" or \
+                    dataset.shape != (rows, side, side):
+                raise DensevisError(bad.format(
+                    f"maps {map_key(*key)[5:]} are {getattr(dataset, 'dtype', 'a group')} of "
+                    f"shape {getattr(dataset, 'shape', '?')}, expected ({rows}, {side}, {side}) "
+                    f"float: one {side}x{side} map per row"))
+        index = h5["index"][:]
+        if len(np.unique(index)) != len(index) or (len(index) and index.min() < 0):
+            raise DensevisError(bad.format("index names an image twice or a negative image"))
 
     def __len__(self) -> int:
         return self._h5["targets"].shape[0]
@@ -177,19 +224,22 @@ class MapsFile:
             known = ", ".join(m if l is None else f"{m}/{l}" for m, l in self.keys)
             raise DensevisError(f"{self.path} has no maps for {map_key(method, layer)[5:]}; "
                                 f"it has: {known}")
-        return self._h5[map_key(method, layer)][index]
+        return self._dataset(map_key(method, layer))[index]
+
+    def _dataset(self, name: str) -> CheckedDataset:
+        return CheckedDataset(self._h5[name], self.path)
 
     @property
     def logits(self) -> np.ndarray:
-        return self._h5["logits"][:]
+        return self._dataset("logits")[:]
 
     @property
     def targets(self) -> np.ndarray:
-        return self._h5["targets"][:]
+        return self._dataset("targets")[:]
 
     @property
     def index(self) -> np.ndarray:
-        return self._h5["index"][:]
+        return self._dataset("index")[:]
 
     def close(self) -> None:
         self._h5.close()
@@ -210,3 +260,24 @@ def _decode(value):
         except json.JSONDecodeError:
             return value
     return value.item() if isinstance(value, np.generic) else value
+
+
+def check_distinct(paths) -> None:
+    """Refuse maps files given twice (one file under two names included) and two files with
+    maps of one method and layer of one probe file: every image would be counted twice, the
+    confidence intervals too narrow."""
+    seen: dict[tuple, str] = {}
+    paths = [Path(p) for p in paths]
+    for k, path in enumerate(paths):
+        twin = next((other for other in paths[:k] if same_file(path, other)), None)
+        if twin is not None:
+            raise DensevisError(f"maps file {path} is given twice (as {twin} too); give each "
+                                f"maps file once")
+        with MapsFile(path) as maps:
+            for key in maps.keys:
+                owner = seen.setdefault((maps.attrs.get("probe_sha256"), key), str(path))
+                if owner != str(path):
+                    raise DensevisError(
+                        f"maps files {owner} and {path} both hold {map_key(*key)[5:]} maps of "
+                        f"probe file {maps.attrs.get('probe', '?')}: its images would be "
+                        f"counted twice; give one of them")

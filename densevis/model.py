@@ -1,9 +1,10 @@
 """Models and checkpoints: the original study's DenseNet, other torchvision classifiers, and the
 checkpoint format of ``shared/DESIGN.md``.
 
-A checkpoint is a ``torch.save`` dict that torch + torchvision alone can load::
+A checkpoint is a ``torch.save`` dict of plain data (strings, numbers, lists, dicts, tensors)
+that torch + torchvision alone can load, with ``weights_only=True``: loading one runs no code::
 
-    ckpt = torch.load("model.pt", weights_only=False)
+    ckpt = torch.load("model.pt", weights_only=True)
     model = getattr(torchvision.models, ckpt["arch"])(**ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
 
@@ -13,7 +14,10 @@ Model input is the grey image / 255 repeated to 3 channels, float32 (N, 3, H, W)
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,8 @@ from torch import nn
 
 from densevis import __version__
 from densevis.errors import DensevisError
-from probes.atomic import atomic_output
+from probes.errors import first_line
+from probes.atomic import atomic_output, check_input_file
 
 FORMAT = "densevis-checkpoint/1"
 NUM_CLASSES = 2
@@ -58,8 +63,8 @@ def resolve_arch(name: str) -> tuple[str, dict]:
         return attribute, dict(config)
     if name in torchvision_classifiers():
         return name, {"num_classes": NUM_CLASSES, "weights": None}
-    raise DensevisError(f"unknown arch {name!r}; valid: {', '.join(CONFIGS)}, or a torchvision "
-                        f"classifier such as resnet18, vgg11, densenet121")
+    raise DensevisError(f"{name!r} is unknown; valid: {', '.join(CONFIGS)}, or a torchvision "
+                        f"classifier such as resnet18, vgg11, densenet121", parameter="arch")
 
 
 def build_model(name: str) -> nn.Module:
@@ -89,24 +94,61 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, name: str, image_
                     metrics: dict | None = None, force: bool = True, **extra) -> Path:
     """Write ``model`` as a checkpoint (atomically: a failure leaves no file)."""
     attribute, config = resolve_arch(name)
-    checkpoint = {
+    checkpoint = plain({
         "format": FORMAT, "arch": attribute, "name": name, "config": config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "image_size": int(image_size), "metrics": metrics or {}, "densevis_version": __version__,
         **extra,
-    }
+    })
+    buffer = io.BytesIO()  # torch's own file writing turns a full disk into a RuntimeError
+    torch.save(checkpoint, buffer)
     with atomic_output(path, force=force) as tmp:
-        torch.save(checkpoint, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
+
+
+def plain(value, where: str = "checkpoint"):
+    """``value`` as the plain data that ``torch.load(weights_only=True)`` reads: dicts with
+    string keys, lists, tuples, strings, numbers, booleans, None and tensors; numpy scalars and
+    arrays and paths are converted, anything else is a bug of the caller (TypeError).
+
+    Examples
+    --------
+    >>> plain({"n": np.int64(3), "xs": (np.float32(0.5),)})
+    {'n': 3, 'xs': (0.5,)}
+    """
+    if value is None or isinstance(value, (str, bool, int, float, torch.Tensor)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(f"{where} holds a {type(value).__name__}, which a weights-only checkpoint "
+                    f"cannot store")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint dict at ``path``, validated; :class:`DensevisError` says what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise DensevisError(f"checkpoint {path} not found; train one with 'densevis train'")
+    path = check_input_file(path, "checkpoint", "train one with 'densevis train'", DensevisError)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # weights only: a checkpoint is plain data, and unpickling anything else can run code
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        needs = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not needs:  # not a pickle of known operands: not a checkpoint at all
+            raise DensevisError(f"{path} is not a readable torch checkpoint (UnpicklingError); "
+                                f"train one with 'densevis train'") from None
+        raise DensevisError(f"checkpoint {path} holds more than plain data ({needs.group(1)}), "
+                            f"and loading it could run code; densevis loads only weights-only "
+                            f"checkpoints: retrain it with 'densevis train', or, if you trust "
+                            f"it, load it with torch.load(..., weights_only=False) and save its "
+                            f"plain parts") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise DensevisError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}); "
                             f"train one with 'densevis train'") from None
@@ -118,6 +160,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise DensevisError(f"checkpoint {path} lacks {', '.join(missing)}; it is damaged, "
                             f"retrain it")
+    wrong = [key for key, kind in (("arch", str), ("config", dict), ("state_dict", dict),
+                                   ("image_size", int)) if not isinstance(checkpoint[key], kind)]
+    if wrong or isinstance(checkpoint["image_size"], bool) or checkpoint["image_size"] < 1:
+        raise DensevisError(f"checkpoint {path}: {(wrong or ['image_size'])[0]} has the wrong "
+                            f"type or value; it is damaged, retrain it")
     return checkpoint
 
 
@@ -129,14 +176,43 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
     if builder is None:
         raise DensevisError(f"checkpoint {path} names arch {checkpoint['arch']!r}, which this "
                             f"torchvision ({torchvision.__version__}) lacks")
-    model = builder(**checkpoint["config"])
     try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise DensevisError(f"checkpoint {path}: weights do not fit arch "
-                            f"{checkpoint['arch']} ({first})") from None
+        model = builder(**checkpoint["config"])
+    except (TypeError, ValueError) as exc:
+        raise DensevisError(f"checkpoint {path}: its config does not build arch "
+                            f"{checkpoint['arch']} ({first_line(exc)}); it is damaged or "
+                            f"edited: retrain it with 'densevis train'") from None
+    state = checkpoint["state_dict"]
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise DensevisError(f"checkpoint {path}: its weights do not fit its arch "
+                            f"{checkpoint['arch']} with its config ({mismatch}); it is damaged or "
+                            f"edited: retrain it with 'densevis train'")
+    bad = [name for name, tensor in state.items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise DensevisError(f"checkpoint {path} has non-finite weights (NaN or infinite in "
+                            f"{bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): "
+                            f"its training diverged; retrain it with a lower learning rate")
+    model.load_state_dict(state)
     return model.to(device).eval(), checkpoint
+
+
+def _state_mismatch(expected: dict, found: dict) -> str:
+    """What differs between a model's state dict and a checkpoint's (names and shapes), in
+    words; empty when they fit."""
+    if not isinstance(found, dict) or not all(torch.is_tensor(v) for v in found.values()):
+        return "state_dict is not a dict of tensors"
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    parts = []
+    for names, what in ((missing, "missing"), (extra, "unexpected"), (shapes, "of another shape")):
+        if names:
+            parts.append(f"{len(names)} tensor{'s' * (len(names) > 1)} {what}, e.g. {names[0]}"
+                         + (f" {tuple(found[names[0]].shape)} instead of "
+                            f"{tuple(expected[names[0]].shape)}" if names is shapes else ""))
+    return "; ".join(parts)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -146,13 +222,16 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise DensevisError(f"--device {spec!r} is not a device; use auto, cpu, cuda or "
-                            f"cuda:N") from None
+        raise DensevisError(f"{spec!r} is not a device; use auto, cpu, cuda or cuda:N",
+                            parameter="device") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DensevisError(f"{spec!r} is not supported; use auto, cpu, cuda or cuda:N",
+                            parameter="device")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DensevisError(f"--device {spec}: CUDA is not available here; use --device cpu")
+        raise DensevisError(f"{spec!r}: CUDA is not available here; use cpu or auto",
+                            parameter="device")
     if device.type == "cuda" and device.index is not None and \
             device.index >= torch.cuda.device_count():
-        raise DensevisError(f"--device {spec}: only {torch.cuda.device_count()} CUDA devices")
-    if device.type not in ("cpu", "cuda"):
-        raise DensevisError(f"--device {spec}: only auto, cpu and cuda[:N] are supported")
+        raise DensevisError(f"{spec!r}: there are only {torch.cuda.device_count()} CUDA devices",
+                            parameter="device")
     return device

@@ -9,6 +9,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from densevis.errors import DensevisError
@@ -55,34 +56,27 @@ class TrainConfig:
     channels_last: bool = True  # faster convolutions on CPU
 
     def validate(self) -> None:
-        checks = [(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-                  (self.batch_size >= 2,
-                   f"--batch-size must be at least 2 (got {self.batch_size})"),
-                  (self.lr > 0, f"--lr must be positive (got {self.lr})"),
-                  (self.weight_decay >= 0, f"--weight-decay must not be negative "
-                   f"(got {self.weight_decay})"),
-                  (self.warmup_epochs >= 0, f"--warmup-epochs must not be negative "
-                   f"(got {self.warmup_epochs})"),
-                  (0 <= self.ema < 1, f"--ema must be in [0, 1) (got {self.ema})"),
-                  (self.ignore_hidden is None or 0 <= self.ignore_hidden < 1,
-                   f"--ignore-hidden must be in [0, 1) (got {self.ignore_hidden})"),
-                  (self.touching_weight >= 0, f"--touching-weight must not be negative "
-                   f"(got {self.touching_weight})"),
-                  (self.recalibrate >= 0, f"--recalibrate must not be negative "
-                   f"(got {self.recalibrate})"),
-                  (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; "
-                   f"valid: {', '.join(AUGMENTATIONS)}"),
-                  (self.labels in LABEL_RULES, f"unknown label rule {self.labels!r}; valid: "
-                   f"{', '.join(LABEL_RULES)}"),
-                  (self.shift >= 0, f"--shift must not be negative (got {self.shift})"),
-                  (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
-                  (self.keep in KEEP, f"keep must be one of {', '.join(KEEP)} "
-                   f"(got {self.keep!r})"),
-                  (self.seed >= 0, f"--seed must not be negative (got {self.seed})"),
-                  (self.max_minutes is None or self.max_minutes > 0,
-                   f"--max-minutes must be positive (got {self.max_minutes})"),
-                  (self.threads is None or self.threads >= 1,
-                   f"--threads must be at least 1 (got {self.threads})")]
-        for ok, message in checks:
+        """Raise :class:`DensevisError` naming the first field out of its range."""
+        checks = [("epochs", self.epochs >= 1, "must be at least 1"),
+                  ("batch_size", self.batch_size >= 2, "must be at least 2"),
+                  ("lr", self.lr > 0 and math.isfinite(self.lr), "must be positive"),
+                  ("weight_decay", self.weight_decay >= 0, "must not be negative"),
+                  ("warmup_epochs", self.warmup_epochs >= 0, "must not be negative"),
+                  ("ema", 0 <= self.ema < 1, "must be in [0, 1)"),
+                  ("ignore_hidden", self.ignore_hidden is None or 0 <= self.ignore_hidden < 1,
+                   "must be in [0, 1)"),
+                  ("touching_weight", self.touching_weight >= 0, "must not be negative"),
+                  ("recalibrate", self.recalibrate >= 0, "must not be negative"),
+                  ("augment", self.augment in AUGMENTATIONS,
+                   f"must be one of {', '.join(AUGMENTATIONS)}"),
+                  ("labels", self.labels in LABEL_RULES, f"must be one of {', '.join(LABEL_RULES)}"),
+                  ("shift", self.shift >= 0, "must not be negative"),
+                  ("patience", self.patience >= 1, "must be at least 1"),
+                  ("keep", self.keep in KEEP, f"must be one of {', '.join(KEEP)}"),
+                  ("seed", self.seed >= 0, "must not be negative"),
+                  ("max_minutes", self.max_minutes is None or self.max_minutes > 0,
+                   "must be positive"),
+                  ("threads", self.threads is None or self.threads >= 1, "must be at least 1")]
+        for name, ok, rule in checks:
             if not ok:
-                raise DensevisError(message)
+                raise DensevisError(f"{rule} (got {getattr(self, name)!r})", parameter=name)

@@ -105,7 +105,7 @@ def explain_sharded(checkpoint, data, out, methods="panel", layers="all", params
             f"command again resumes from them")
 
     def look() -> tuple:
-        check_output_path(out, force)
+        check_output_path(out, force, inputs=(checkpoint, data))
         with ProbeSet(data) as probe:
             count = len(probe)
         if not count:
@@ -224,7 +224,7 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     world = world_from_env()
     baselines = BASELINES if baselines is None else tuple(baselines)
     if batch_size < 1:
-        raise DensevisError(f"--batch-size must be positive (got {batch_size})")
+        raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
     init_process_group(world, resolve_device(str(device)).type)
 
     def hashes() -> dict:  # rank 0 reads the probe files whole, the others their rows only

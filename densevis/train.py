@@ -51,6 +51,7 @@ from densevis.model import build_model, preprocess, resolve_device, save_checkpo
 from densevis.recipe import TrainConfig
 from probes import ProbeSet, file_sha256
 from probes.atomic import check_output_path
+from probes.errors import first_line
 
 __all__ = ["TrainConfig", "TrainResult", "fast_stem", "train", "train_model"]
 
@@ -71,13 +72,14 @@ def open_probe_sets(data, val) -> tuple[ProbeSet, ProbeSet]:
     """Open and cross-check the training and validation files (bad input -> one-line error)."""
     train_set, val_set = ProbeSet(data), ProbeSet(val)
     if train_set.size != val_set.size:
-        raise DensevisError(f"--data {train_set.path} has {train_set.size}-px images but --val "
-                            f"{val_set.path} has {val_set.size}-px ones; generate both at one "
-                            f"--size")
+        raise DensevisError(f"training set {train_set.path} has {train_set.size}-px images but "
+                            f"validation set {val_set.path} has {val_set.size}-px ones; generate "
+                            f"both at one size")
     counts = np.bincount(train_set.labels[:], minlength=2)
     if (counts == 0).any():
-        raise DensevisError(f"--data {train_set.path} has only label {int(np.argmax(counts))} "
-                            f"images; train on a set with both labels (e.g. base)")
+        raise DensevisError(f"training set {train_set.path} has only label "
+                            f"{int(np.argmax(counts))} images; train on a set with both labels "
+                            f"(e.g. base)")
     return train_set, val_set
 
 
@@ -203,14 +205,15 @@ def fast_stem(model: nn.Module):
             del conv.forward, norm.forward  # the class's forward again
 
 
-def _check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
+def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
+    """Raise :class:`DensevisError` (parameter ``arch``) if ``model`` cannot classify
+    ``size``-px images (a forward pass of two blank images)."""
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(2, 3, size, size, device=device))
     except RuntimeError as exc:
-        raise DensevisError(f"arch {arch} cannot classify {size}-px images ("
-                            f"{str(exc).splitlines()[0][:80]}); use larger images or another "
-                            f"--arch") from None
+        raise DensevisError(f"{arch} cannot classify {size}-px images ({first_line(exc, 80)}); "
+                            f"use larger images or another arch", parameter="arch") from None
 
 
 @torch.no_grad()
@@ -243,6 +246,17 @@ def _validate(model: nn.Module, val_set: ProbeSet, config: TrainConfig, device) 
             "val_accuracy": float((logits.argmax(1) == labels).float().mean())}
 
 
+#: A validation loss above this (100 times that of guessing one of two classes) means the
+#: weights have left any useful region: the training diverged.
+DIVERGED_LOSS = 100 * math.log(2)
+
+
+def diverged(config: TrainConfig, what: str) -> DensevisError:
+    """The error of a training that diverged (``what``: the evidence): its learning rate."""
+    return DensevisError(f"is too high: the training diverged ({what}); lower it (now "
+                         f"{config.lr:g}); no checkpoint was written", parameter="lr")
+
+
 class _Steps:
     """The optimization of one run: model, averaged model, optimizer, loss weights, batches."""
 
@@ -251,7 +265,7 @@ class _Steps:
         self.memory = torch.channels_last if config.channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)
         model = build_model(config.arch).to(device)
-        _check_model_fits(model, config.arch, train_set.size, device)
+        check_model_fits(model, config.arch, train_set.size, device)
         self.model = model.to(memory_format=self.memory)
         self.average = (torch.optim.swa_utils.AveragedModel(
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),
@@ -297,7 +311,10 @@ class _Steps:
         if self.average is not None:
             self.average.update_parameters(self.model)
         self.step += 1
-        return float(loss.detach()), float((logits.argmax(1) == labels).sum())
+        value = float(loss.detach())
+        if not math.isfinite(value):  # every later step would be NaN too: stop now
+            raise diverged(config, f"loss {value} at step {self.step}")
+        return value, float((logits.argmax(1) == labels).sum())
 
     def epoch(self, epoch: int, bar, deadline: float) -> tuple[float, float, bool]:
         """Train one epoch; ``(mean loss, accuracy, whether the deadline cut it short)``."""
@@ -355,6 +372,9 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
                      **_validate(kept, val_set, config, device),
                      "seconds": time.perf_counter() - start}
             history.append(entry)
+            if not entry["val_loss"] <= DIVERGED_LOSS:  # NaN included
+                raise diverged(config, f"validation loss {entry['val_loss']:.3g} at epoch "
+                                       f"{epoch + 1}; guessing gives {math.log(2):.2f}")
             if progress:
                 tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
                            f"val loss {entry['val_loss']:.4f}, val accuracy "
@@ -393,7 +413,7 @@ def train(data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLik
     (PosixPath('model.pt'), 9)
     """
     config.validate()
-    out = check_output_path(out, force)
+    out = check_output_path(out, force, inputs=(data, val))
     train_set, val_set = open_probe_sets(data, val)
     with train_set, val_set:
         result = train_model(train_set, val_set, config, progress)

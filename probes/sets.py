@@ -128,7 +128,7 @@ def _scaled_range(name: str, lo: float, hi: float, scale: float, size: int, floo
     if lo_px > hi_px:
         raise ProbeError(
             f"size {size} is too small for the geometry: {name} {lo}-{hi} (at 256 px) scales to an "
-            f"empty range of pixels; use a larger --size or other --param values")
+            f"empty range of pixels; use a larger image size or other parameter values")
     return lo_px, hi_px
 
 
@@ -158,7 +158,8 @@ def _make_geometry(params, size: int) -> Geometry:
     if hasattr(params, "corner_low"):
         values["corner"] = (round(params.corner_low * scale), round(params.corner_high * scale))
         if values["corner"][0] >= values["corner"][1]:
-            raise ProbeError("corner_low must be below corner_high; fix the --param values")
+            raise ProbeError(f"parameter corner_low={params.corner_low} must be below "
+                             f"corner_high={params.corner_high}")
     if hasattr(params, "min_diameter"):
         values["diameter"] = _scaled_range("diameter", params.min_diameter, params.max_diameter,
                                            scale, size, params.DIAMETER_FLOOR_PX)
@@ -170,7 +171,16 @@ def _make_geometry(params, size: int) -> Geometry:
                                          size, MIN_SQUARE_PX)
     if hasattr(params, "line_width"):
         values["line_width"] = max(1, round(params.line_width * scale))
-    return Geometry(**values)
+    geometry = Geometry(**values)
+    # the largest shape of each kind must fit the image: a line's box at most its length plus
+    # its width (at any angle)
+    for name, extent in (("diameter", geometry.diameter[1]), ("side", geometry.side[1]),
+                         ("length", geometry.length[1] + geometry.line_width * (
+                             geometry.length[1] > 0))):
+        if extent > size:
+            raise ProbeError(f"the largest {name} ({extent} px at size {size}) does not fit the "
+                             f"image; lower max_{name} or use a larger image size")
+    return geometry
 
 
 # ------------------------------------------------------------------------------------- drawing
@@ -337,9 +347,13 @@ class ProbeSetSpec:
                 raise ProbeError(f"parameter {f.name}={value} must be between 0 and 1")
             if isinstance(value, int) and value < 0:
                 raise ProbeError(f"parameter {f.name}={value} must not be negative")
-        for low, high in (("min_circles", "max_circles"), ("min_lines", "max_lines")):
+        for low, high in (("min_circles", "max_circles"), ("min_lines", "max_lines"),
+                          ("min_diameter", "max_diameter"), ("min_side", "max_side"),
+                          ("min_length", "max_length")):
+            # checked at 256 px: scaled to a small size, both ends may round to one pixel value
             if hasattr(params, low) and getattr(params, low) > getattr(params, high):
-                raise ProbeError(f"parameter {low} must not exceed {high}")
+                raise ProbeError(f"parameter {low}={getattr(params, low)} must not exceed "
+                                 f"{high}={getattr(params, high)}")
         if hasattr(params, "intensity") and not 1 <= params.intensity <= 255:
             raise ProbeError(f"parameter intensity={params.intensity} must be in 1-255")
         return params
@@ -347,8 +361,8 @@ class ProbeSetSpec:
     def geometry(self, size: int, params=None) -> Geometry:
         """Pixel ranges at ``size``; raises :class:`ProbeError` when they cannot be drawn."""
         if size < MIN_SIZE:
-            raise ProbeError(f"size {size} is too small for the geometry; use --size {MIN_SIZE} or "
-                             f"more (256 is the original)")
+            raise ProbeError(f"{size} is too small for the geometry; use {MIN_SIZE} or more (256 "
+                             f"is the original)", parameter="size")
         params = params if params is not None else self.params_type()
         geometry = _make_geometry(params, size)
         if self.check is not None:
@@ -387,7 +401,7 @@ def _check_pairs(p: PairsParams, g: Geometry) -> None:
                          f"sides keep a length")
     if 2 * g.side[1] > g.size:
         raise ProbeError(f"pairs: the doubled square ({2 * g.side[1]} px) does not fit a "
-                         f"{g.size}-px image; lower max_side or raise --size")
+                         f"{g.size}-px image; lower max_side or use a larger image size")
 
 
 SETS: dict[str, ProbeSetSpec] = {spec.name: spec for spec in (

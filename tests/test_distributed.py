@@ -237,16 +237,23 @@ def test_analyze_on_two_processes_equals_one_process(files, single, tmp_path):
 def test_bad_input_on_one_rank_stops_every_rank_with_one_line(files, tmp_path):
     data = tmp_path / "base.h5"
     shutil.copy(files / "base.h5", data)
-    with h5py.File(data, "r+") as h5:  # a label no class has, in rank 1's rows only
-        h5["labels"][19] = 5
+    with h5py.File(data, "r+") as h5:  # one chunk per batch: rank 1 alone reads the last
+        images = h5["images"][:]
+        del h5["images"]
+        h5.create_dataset("images", data=images, chunks=(BATCH, *images.shape[1:]),
+                          compression="gzip")
+        offset = h5["images"].id.get_chunk_info_by_coord((16, 0, 0)).byte_offset
+    with open(data, "r+b") as handle:  # a damaged chunk in rank 1's rows only
+        handle.seek(offset + 8)
+        handle.write(b"\xff" * 64)
     out = tmp_path / "maps.h5"
     results = launch(explain_args(files, data, out))
     assert [status for status, _, _ in results] == [2, 2]
     (_, _, told), (_, _, quiet) = results
     lines = [line for line in told.splitlines() if "densevis explain" in line]
     assert len(lines) == 1 and "Traceback" not in told + quiet, told + quiet
-    assert lines[0].startswith("densevis explain: error: explain failed on rank 1 of 2: image "
-                               f"19 of {data} has label 5 but the model has 2 classes")
+    assert lines[0].startswith("densevis explain: error: explain failed on rank 1 of 2: "
+                               f"{data}: cannot read images")
     assert "no merged file was written" in lines[0] and "resumes" in lines[0]
     assert "densevis explain" not in quiet
     assert not out.exists()

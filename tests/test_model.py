@@ -35,7 +35,7 @@ def test_models_have_two_outputs(name):
 
 
 def test_unknown_arch_is_a_clear_error():
-    with pytest.raises(DensevisError, match="unknown arch 'nope'.*original"):
+    with pytest.raises(DensevisError, match="arch 'nope' is unknown.*original"):
         build_model("nope")
 
 

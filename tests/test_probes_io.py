@@ -81,7 +81,7 @@ def test_inconsistent_probe_file_is_rejected(tmp_path, base_file):
     (["generate", "base", "--param", "max_circles=many"], "not a valid int"),
     (["generate", "base", "--param", "novalue"], "is not KEY=VALUE"),
     (["generate", "base", "--n", "0"], "--n must be a positive"),
-    (["generate", "base", "--size", "20"], "size 20 is too small for the geometry; use --size 32"),
+    (["generate", "base", "--size", "20"], "--size 20 is too small for the geometry; use 32"),
     (["generate", "large_squares", "--size", "64", "--param", "min_side=30"], "min_side > max_diameter"),
     (["generate", "base", "--seed", "-1"], "non-negative"),
 ])

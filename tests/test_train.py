@@ -15,7 +15,7 @@ from densevis.model import load_checkpoint, read_checkpoint
 from densevis.recipe import AUGMENTATIONS, TrainConfig
 from densevis.evaluation import scene_geometry
 from densevis.model import build_model, preprocess
-from densevis.train import (_check_model_fits, fast_stem, loss_weights, lr_at,
+from densevis.train import (check_model_fits, fast_stem, loss_weights, lr_at,
                             recalibrate_batchnorm, train, train_model, training_labels)
 from probes import ProbeSet, write_probe_set
 
@@ -257,7 +257,7 @@ def test_a_time_budget_stops_cleanly_and_keeps_a_model(easy, tmp_path):
 def test_a_model_too_deep_for_the_image_size_is_a_clear_error():
     from densevis.model import build_model
     with pytest.raises(DensevisError, match="cannot classify 16-px images"):
-        _check_model_fits(build_model("original"), "original", 16, torch.device("cpu"))
+        check_model_fits(build_model("original"), "original", 16, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -284,7 +284,7 @@ def test_corrupt_hdf5(easy, tmp_path, one_line_error):
 def test_image_sizes_of_train_and_val_must_match(easy, tmp_path, one_line_error):
     other = write_probe_set(tmp_path / "v80.h5", "base", n=8, seed=1, size=80, workers=1)
     assert _train_cli(easy, tmp_path / "m.pt", val=other) == 2
-    one_line_error("train", "64-px", "80-px", "--size")
+    one_line_error("train", "64-px", "80-px", "at one size")
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -295,7 +295,7 @@ def test_training_data_needs_both_labels(easy, probe_dir, tmp_path, one_line_err
 
 def test_unknown_arch(easy, tmp_path, one_line_error):
     assert _train_cli(easy, tmp_path / "m.pt", "--arch", "densenet9000") == 2
-    one_line_error("train", "unknown arch 'densenet9000'")
+    one_line_error("train", "--arch 'densenet9000' is unknown")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -50,7 +50,7 @@ from densevis.errors import DensevisError
 from densevis.maps import MapsFile
 from densevis.saliency.methods import upsample
 from probes import ProbeSet, file_sha256
-from probes.atomic import atomic_output, check_output_path
+from probes.atomic import atomic_output, check_output_folder, check_output_path
 
 METRIC_COLUMNS = ["set", "image", "method", "layer", "reduction", "metric", "value", "note"]
 TABLES = ("metrics", "summary", "hypotheses")
@@ -69,6 +69,9 @@ def match_files(maps_paths, data_paths, hashes: dict | None = None
         A maps file records no probe hash, no ``--data`` file has it, or the pair disagrees on
         the set, the image size or the number of images.
     """
+    from densevis.maps import check_distinct
+
+    check_distinct(maps_paths)  # each map once: no image counted twice
     probes = {}
     for path in data_paths:
         ProbeSet(path)  # validates the format with a clear message
@@ -281,6 +284,7 @@ def check_outputs(folder, force: bool) -> list[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DensevisError(f"--out {folder} is a file; give a folder")
+    check_output_folder(folder)  # writable, or creatable where it is to be
     paths = [folder / f"{name}.csv" for name in TABLES]
     if folder.is_dir():
         for path in paths:

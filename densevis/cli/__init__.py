@@ -3,14 +3,21 @@
 A subcommand module defines ``HELP`` (one line), ``configure(parser)`` to add its arguments and
 ``run(args) -> int | None``. Heavy imports (torch) happen inside ``run`` so ``--help`` is quick.
 Bad input raises one of :data:`densevis.errors.USER_ERRORS`; it is printed as one line on stderr
-and the exit status is 2. Anything else is a bug and keeps its traceback.
+and the exit status is 2 (an error about an API parameter, such as ``batch_size``, is printed
+with the command's flag, ``--batch-size``). So are the OS errors of a full disk, a read-only or
+forbidden folder and a failing disk. Ctrl-C (exit status 130) and SIGTERM (143, what ``kill``
+and ``timeout`` send) stop a command the same way: the half-written output is removed. Anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from densevis import __version__
 from densevis.errors import USER_ERRORS
@@ -39,19 +46,68 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module.configure(sub)
-        sub.set_defaults(handler=module.run)
+        sub.set_defaults(handler=module.run, flags=flags_of(sub))
     return parser
+
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """How the user spells each API parameter on this command line: ``dest -> --flag`` (the
+    long form; the first option of a dest wins), positionals by their metavar."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:
+        if action.dest != "help":
+            spelled = max(action.option_strings, key=len) if action.option_strings \
+                else action.metavar or action.dest.upper()
+            flags.setdefault(action.dest, spelled)
+    return flags
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so the cleanup of Ctrl-C runs (temporary files
+    removed, nothing half-written kept)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` for the block (in the main thread, where Python
+    delivers signals); the previous handler returns after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``densevis`` console script; returns the exit status."""
+    from probes.atomic import os_error_reason
+
     args = build_parser().parse_args(argv)
+    name = f"densevis {args.command}"
     try:
-        return int(args.handler(args) or 0)
+        with _sigterm_raises():
+            return int(args.handler(args) or 0)
     except USER_ERRORS as exc:
-        message = " ".join(str(exc).split())
-        print(f"densevis {args.command}: error: {message}", file=sys.stderr)
+        flag = args.flags.get(exc.parameter) if exc.parameter else None
+        message = " ".join((exc.naming(flag) if flag else str(exc)).split())
+        print(f"{name}: error: {message}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{name}: terminated (SIGTERM); no partial output was kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"densevis {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        print(f"{name}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's fault, not a bug (outputs say which file they were)
+        reason = os_error_reason(exc)
+        if reason is None:
+            raise
+        print(f"{name}: error: {exc.filename or 'a file'}: {reason}", file=sys.stderr)
+        return 2

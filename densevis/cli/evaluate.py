@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if len(set(outputs)) < len(outputs):
         raise DensevisError("--out and --per-image name the same file; give two names")
     for path in outputs:  # before any work: an existing file without --force is an error now
-        check_output_path(path, args.force)
+        check_output_path(path, args.force, inputs=[args.checkpoint, *args.data])
     table, per_image = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size,
                                            args.device)
     print(format_summary(table))

@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise DensevisError(f"--limit must be >= 0 (got {args.limit})")
+    if args.figures:  # before any work: figures go into a folder
+        from probes.atomic import check_output_folder
+
+        check_output_folder(args.figures)
     if args.maps:
         if args.checkpoint or args.out:
             raise DensevisError("--maps draws figures of an existing file; do not combine it "

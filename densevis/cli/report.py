@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if not (folder / "hypotheses.csv").is_file():
         raise DensevisError(f"{folder} holds no hypotheses.csv; give the --out folder of "
                             f"'densevis analyze' or a run folder of 'densevis run'")
-    out = check_output_path(args.out or folder / "report.html", args.force)
+    inputs = [folder / f"{name}.csv" for name in RUN_TABLES] + [folder / "provenance.json"]
+    out = check_output_path(args.out or folder / "report.html", args.force,
+                            inputs=[path for path in inputs if path.exists()])
     tables = {}
     for name in RUN_TABLES:
         path = folder / f"{name}.csv"
@@ -54,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         raise DensevisError(f"{folder / 'hypotheses.csv'} lacks the verdict column; it is not a "
                             f"densevis hypotheses table")
     provenance = folder / "provenance.json"
-    record = json.loads(provenance.read_text()) if provenance.is_file() else None
+    try:
+        record = json.loads(provenance.read_text()) if provenance.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DensevisError(f"{provenance} is not readable JSON ({exc}); restore it or remove "
+                            f"it") from None
     page = render_page(args.title or f"densevis report: {folder.name}", sections(tables, record))
     with atomic_output(out, args.force) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -4,7 +4,9 @@ sanity checks -> report, into a new run folder under --out.
 Without SPEC, the embedded default (experiments/default.toml) runs: the original study's
 questions (square, edge or small-object detector? do the maps pass the randomization checks?).
 Each stage's output is cached in OUT/.cache by a hash of its inputs: a rerun skips finished
-work, and a run killed mid-way resumes. A finished run folder is never overwritten.
+work, and a run killed mid-way resumes; an entry whose bytes are not those recorded when it
+was written is computed again. The spec is checked whole before any work. A finished run
+folder is never overwritten.
 
 Verdicts (hypotheses.csv): per statistic the median (sign test) or Hodges-Lehmann shift
 (Mann-Whitney) with bounds that invert the same test, Bonferroni within each family; supported

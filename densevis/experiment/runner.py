@@ -21,6 +21,7 @@ import pandas as pd
 from densevis.errors import DensevisError
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
+from probes.atomic import check_output_folder
 
 PAIR_IMAGES = 8  # images per pairs scene
 
@@ -54,7 +55,10 @@ class Runner:
             raise DensevisError("--distributed needs several processes: start the run with "
                                 "torchrun --nproc_per_node N -m densevis run --distributed ...")
         if self.out.exists() and not self.out.is_dir():
-            raise DensevisError(f"--out {self.out} is a file; give a folder for run folders")
+            raise DensevisError(f"{self.out} is a file; give a folder for run folders",
+                                parameter="out")
+        if self.world.rank == 0:  # before any work: the tables are written last
+            check_output_folder(self.out)
         self.cache = StageCache(self.out / ".cache")
         self.stages = Stages()
 

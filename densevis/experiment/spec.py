@@ -130,11 +130,16 @@ class ExperimentSpec:
 # ------------------------------------------------------------------------------------- loading
 def load_spec(path: str | Path | None = None, quick: bool = False) -> ExperimentSpec:
     """Read and validate a spec file (the embedded default when ``path`` is None)."""
-    path = Path(path) if path is not None else DEFAULT_SPEC
-    if not path.is_file():
-        raise DensevisError(f"experiment spec {path} not found; give a .toml file such as "
-                            f"experiments/default.toml")
-    return parse_spec(path.read_text(), str(path), quick=quick, base_dir=path.parent)
+    from probes.atomic import check_input_file
+
+    path = check_input_file(path if path is not None else DEFAULT_SPEC, "experiment spec",
+                            "give a .toml file such as experiments/default.toml", DensevisError)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DensevisError(f"experiment spec {path} is not a text file; give a .toml file such "
+                            f"as experiments/default.toml") from None
+    return parse_spec(text, str(path), quick=quick, base_dir=path.parent)
 
 
 def parse_spec(text: str, source: str = "<spec>", quick: bool = False,
@@ -154,6 +159,9 @@ def parse_spec(text: str, source: str = "<spec>", quick: bool = False,
     spec = _build(ExperimentSpec, raw, "", locate)
     spec = dataclasses.replace(spec, source=source)
     _check_semantics(spec, locate, base_dir)
+    from densevis.experiment.checks import check_values
+
+    check_values(spec, locate)  # every value, by the code that will use it
     return spec
 
 
@@ -198,6 +206,10 @@ class _Locator:
         while probe:
             if probe in self.lines:
                 return f"{self.source} line {self.lines[probe]}"
+            # a table given only by its subtables ([saliency.params.x] for saliency.params)
+            nested = [line for key, line in self.lines.items() if key.startswith(probe + ".")]
+            if nested:
+                return f"{self.source} line {min(nested)}"
             probe = probe.rsplit(".", 1)[0] if "." in probe else ""
         return self.source
 

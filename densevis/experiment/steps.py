@@ -19,10 +19,13 @@ SANITY_SET = "val"  # held-out images of the training set, always present
 
 
 def _write_csv(frame: pd.DataFrame, path) -> None:
+    """Write a cache entry table (and record its hash)."""
+    from densevis.experiment.cache import StageCache
     from probes.atomic import atomic_output
 
     with atomic_output(path, force=True) as tmp:
         frame.to_csv(tmp, index=False)
+    StageCache.record(path)
 
 
 # ---------------------------------------------------------------------------------- generate
@@ -55,10 +58,11 @@ def generate(runner) -> bool:
         key = runner.key("data", set=set_name, n=n, seed=seed, size=runner.spec.data.size,
                          params=params)
         path = runner.cache.path("data", role, key, ".h5")
-        if not path.exists():
+        if not runner.cache.reusable(path):
             cached = False
             write_probe_set(path, set_name, n=n, seed=seed, size=runner.spec.data.size,
-                            params=params, progress=runner.progress)
+                            params=params, force=True, progress=runner.progress)
+            runner.cache.record(path)
         runner.stages.data[role], runner.stages.data_keys[role] = path, key
     return cached
 
@@ -75,16 +79,11 @@ def train_config(spec, **changes):
 
 
 def train(runner) -> bool:
-    from densevis.model import read_checkpoint
     from probes import file_sha256
 
     spec, stages = runner.spec, runner.stages
-    if spec.model.checkpoint:
-        path = _checkpoint_path(spec)
-        size = int(read_checkpoint(path)["image_size"])
-        if size != spec.data.size:
-            raise DensevisError(f"model.checkpoint {path} was trained on {size}-px images but "
-                                f"data.size is {spec.data.size}; set data.size = {size}")
+    if spec.model.checkpoint:  # checked when the spec loaded (image size included)
+        path = checkpoint_path(spec)
         stages.checkpoint, stages.model_key = path, file_sha256(path)[:20]
         return True
     stages.checkpoint, stages.model_key, cached = _trained(runner, "train", spec.model.arch,
@@ -101,14 +100,16 @@ def _trained(runner, stage: str, name: str, role: str, config) -> tuple:
     key = runner.key(stage, train=stages.data_keys[role], val=stages.data_keys["val"],
                      config=dataclasses.asdict(config))
     path = runner.cache.path("models", name, key, ".pt")
-    if path.exists():
+    if runner.cache.reusable(path):
         return path, key, True
     train_files(stages.data[role], stages.data["val"], path, config, force=True,
                 progress=runner.progress)
+    runner.cache.record(path)
     return path, key, False
 
 
-def _checkpoint_path(spec):
+def checkpoint_path(spec):
+    """Where ``model.checkpoint`` is: as given, else beside the spec file."""
     from pathlib import Path
 
     path = Path(spec.model.checkpoint)
@@ -128,7 +129,7 @@ def evaluate(runner) -> bool:
     key = runner.key("evaluate", model=stages.model_key,
                      data=[stages.data_keys[role] for role in roles], names=names)
     path = runner.cache.path("evaluate", "evaluation", key, ".csv")
-    cached = path.exists()
+    cached = runner.cache.reusable(path)
     if not cached:
         table, _ = evaluate_checkpoint(stages.checkpoint, [stages.data[r] for r in roles],
                                        device=runner.spec.saliency.device, names=names)
@@ -152,7 +153,7 @@ def explain(runner) -> bool:
                          params=saliency.params, method_layers=saliency.method_layers,
                          device=device.type)
         path = runner.cache.path("maps", name, key, ".h5")
-        if not path.exists():
+        if not runner.cache.reusable(path):
             cached = False
             # each rank takes its cuda:LOCAL_RANK when sharded
             explain_sharded(stages.checkpoint, stages.data[name], path, methods=saliency.methods,
@@ -160,6 +161,8 @@ def explain(runner) -> bool:
                             method_layers=saliency.method_layers, device=saliency.device,
                             batch_size=saliency.batch_size, force=True,
                             progress=runner.progress)
+            if runner.world.rank == 0:  # rank 0 merged the file
+                runner.cache.record(path)
         stages.maps[name] = path
     return cached
 
@@ -175,7 +178,7 @@ def analyze(runner) -> bool:
     key = runner.key("analyze", maps=[str(stages.maps[s].name) for s in spec.probes.sets],
                      baselines=analysis.baselines, seed=analysis.seed)
     path = runner.cache.path("analysis", "metrics", key, ".csv")
-    cached = path.exists()
+    cached = runner.cache.reusable(path)
     if not cached:
         # the table on rank 0 (None on the others when sharded)
         metrics = metrics_sharded([stages.maps[s] for s in spec.probes.sets],
@@ -207,7 +210,7 @@ def sanity(runner) -> bool:
                      sanity=dataclasses.asdict(check), shuffled=shuffled_key,
                      explained=sanity_selection(spec), seed=spec.analysis.seed)
     path = runner.cache.path("sanity", "similarity", key, ".csv")
-    if not path.exists():
+    if not runner.cache.reusable(path):
         cached = False
         _write_csv(_similarity(runner), path)
     stages.tables["sanity"] = read_table(path)

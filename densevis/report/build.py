@@ -1,18 +1,20 @@
 """A run folder: the tables as CSV, figures, ``report.html`` and ``provenance.json``.
 
 The folder is written under a temporary name and renamed when complete; its name is new for
-every run (``<spec name>-<date>-<time>[-k]``), so a finished run is never overwritten.
+every run (``<spec name>-<date>-<time>[-k]``, claimed exclusively: two runs finishing in the same
+second get two folders), so a finished run is never overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import os
 import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -20,18 +22,19 @@ from densevis import __version__
 from densevis.analysis.stats import VERDICT_RULE
 from densevis.report import plots
 from densevis.report.html import Figure, Section, png_of, render_page
+from probes.atomic import (os_error_reason, output_error, publish_folder, remove_stale_temps,
+                           temp_path)
 
 #: Tables of a run folder (each ``<name>.csv``), in report order.
 RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
 PANEL_METHODS = ("vanilla", "guided", "gradcam", "guided_gradcam")  # the original study's four
 
 
-def new_run_dir(out: Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, k = out / f"{name}-{stamp}", 1
-    while candidate.exists():
-        candidate, k = out / f"{name}-{stamp}-{k}", k + 1
-    return candidate
+def run_dir_names(out: Path, stem: str) -> Iterator[Path]:
+    """``OUT/STEM``, then ``OUT/STEM-1``, ``OUT/STEM-2``...: the names a run folder may take."""
+    yield out / stem
+    for k in itertools.count(1):
+        yield out / f"{stem}-{k}"
 
 
 def versions() -> dict:
@@ -177,8 +180,9 @@ def write_run(runner) -> Path:
     """Write the run folder of a finished runner; returns its path."""
     out = runner.out
     out.mkdir(parents=True, exist_ok=True)
-    target = new_run_dir(out, runner.spec.name)
-    tmp = out / f".{target.name}.{os.getpid()}.tmp"
+    remove_stale_temps(out)  # the run folders of killed runs
+    stem = f"{runner.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tmp = temp_path(out / stem)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -197,7 +201,11 @@ def write_run(runner) -> Path:
         if outputs.html:
             page = render_page(f"densevis run: {runner.spec.name}", parts)
             (tmp / "report.html").write_text(page, encoding="utf-8")
-        os.replace(tmp, target)
+        # a name of its own even when another run of the spec finishes in the same second
+        return publish_folder(tmp, run_dir_names(out, stem))
+    except OSError as exc:
+        if os_error_reason(exc) is None:
+            raise
+        raise output_error(out / stem, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -118,10 +118,12 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     from densevis.saliency.engine import SaliencyEngine
     from probes import ProbeSet, file_sha256
 
-    if batch_size < 1 or chunk_size < 1:
-        raise DensevisError("--batch-size and --chunk-size must be positive")
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value < 1:
+            raise DensevisError(f"must be positive (got {value})", parameter=name)
     if target not in TARGET_RULES and not isinstance(target, int):
-        raise DensevisError(f"target {target!r}: use label, predicted or a class number")
+        raise DensevisError(f"{target!r}: use label, predicted or a class number",
+                            parameter="target")
     device = resolve_device(str(device))
     probe = ProbeSet(data)
     model, ckpt = load_checkpoint(checkpoint, device)
@@ -133,8 +135,8 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
                             chunk_size=chunk_size, autocast=bf16)
     num_classes = int(ckpt["config"].get("num_classes", NUM_CLASSES))
     if isinstance(target, int) and not 0 <= target < num_classes:
-        raise DensevisError(f"--target {target} is out of range: the model has {num_classes} "
-                            f"classes (0..{num_classes - 1})")
+        raise DensevisError(f"{target} is out of range: the model has {num_classes} "
+                            f"classes (0..{num_classes - 1})", parameter="target")
     attrs = {
         "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
         "probe": str(data), "probe_sha256": probe_sha256 or file_sha256(data),
@@ -186,7 +188,7 @@ def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
     """
     from probes.atomic import check_output_path
 
-    check_output_path(out, force)  # before loading anything
+    check_output_path(out, force, inputs=(checkpoint, data))  # before loading anything
     job = prepare_explain(checkpoint, data, methods, layers, params, method_layers, device,
                           batch_size, chunk_size, bf16, target, progress)
     with job.probe:
