@@ -137,21 +137,26 @@ def _scaled(maps: np.ndarray) -> np.ndarray:
     return np.divide(magnitude, peak, out=np.zeros_like(magnitude), where=peak > 0)
 
 
-def map_similarity(original: np.ndarray, other: np.ndarray,
-                   measures=SIMILARITIES) -> dict[str, np.ndarray]:
+def map_similarity(original: np.ndarray, other: np.ndarray, measures=SIMILARITIES,
+                   cache: dict | None = None) -> dict[str, np.ndarray]:
     """Per-image ``measures`` (of :data:`SIMILARITIES`) of two stacks of maps (N, H, W).
 
     A constant original has no ordering to keep: NaN. A structured original whose randomized
     map became constant (a CAM after its ReLU, say) kept none of its ordering: Spearman 0.
+    ``cache`` (a dict kept by the caller for one ``original``) holds its ranks between calls:
+    every randomization step compares with the same original.
     """
     n, size = len(original), original.shape[-1]
     flat_a, flat_b = original.reshape(n, -1), other.reshape(n, -1)
     flattened = (np.ptp(flat_b, axis=1) == 0) & (np.ptp(flat_a, axis=1) > 0)
     rank = lambda x: stats.rankdata(x, axis=1)  # noqa: E731 - average ranks, ties shared
+    cache = {} if cache is None else cache
     out = {}
     for name, transform in (("spearman_abs", np.abs), ("spearman_signed", lambda x: x)):
         if name in measures:
-            values = _pearson_rows(rank(transform(flat_a)), rank(transform(flat_b)))
+            if name not in cache:
+                cache[name] = rank(transform(flat_a))
+            values = _pearson_rows(cache[name], rank(transform(flat_b)))
             out[name] = np.where(flattened & ~(np.ptp(transform(flat_a), axis=1) == 0), 0.0,
                                  values)
     if {"ssim", "hog"} & set(measures):
@@ -170,12 +175,14 @@ def map_similarity(original: np.ndarray, other: np.ndarray,
 
 
 def _similarity_rows(test: str, step: int, name: str, original: dict, maps: dict,
-                     measures=SIMILARITIES) -> list:
+                     measures=SIMILARITIES, cache: dict | None = None) -> list:
     frames = []
+    cache = {} if cache is None else cache
     for key, reference in original.items():
         if key not in maps:
             continue
-        for metric, values in map_similarity(reference, maps[key], measures).items():
+        for metric, values in map_similarity(reference, maps[key], measures,
+                                             cache.setdefault(key, {})).items():
             frames.append(pd.DataFrame({
                 "test": test, "step": name, "step_index": step, "method": key[0],
                 "layer": key[1], "image": np.arange(len(values)), "metric": metric,
@@ -195,12 +202,12 @@ def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, t
     """
     images, targets = np.asarray(images), np.asarray(targets)
     original = run_explain(explain, model, images, targets, batch_size)
-    frames = []
+    frames, ranks = [], {}
     steps = len(layer_groups(model))
     for step, name, randomized in randomized_models(model, mode, seed):
         maps = run_explain(explain, randomized, images, targets, batch_size)
         measures = SIMILARITIES if step == steps else EVERY_STEP
-        frames.extend(_similarity_rows(mode, step, name, original, maps, measures))
+        frames.extend(_similarity_rows(mode, step, name, original, maps, measures, ranks))
     return pd.concat(frames, ignore_index=True)
 
 
