@@ -109,10 +109,6 @@ class MapsWriter:
         self._index[first:stop] = np.asarray(index)
         check_h5(self._h5)  # a full disk stops the work here, not at the end
 
-    def set_attr(self, name: str, value) -> None:
-        self._h5.attrs[name] = value if isinstance(value, (str, int, float)) \
-            else json.dumps(value, sort_keys=True)
-
     def close(self) -> None:
         """Finish the file and move it to its destination."""
         try:

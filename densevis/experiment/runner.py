@@ -11,7 +11,6 @@ renamed when complete, so a finished run is never overwritten and no half run is
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,6 @@ from densevis.errors import DensevisError
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
 from probes.atomic import check_output_folder
-
-PAIR_IMAGES = 8  # images per pairs scene
 
 
 @dataclass
@@ -116,8 +113,3 @@ def run_experiment(spec: ExperimentSpec, out: str | Path = "reports", progress: 
     >>> run_dir = run_experiment(load_spec(quick=True), "reports")   # doctest: +SKIP
     """
     return Runner(spec, out, progress, echo, distributed).run()
-
-
-def spec_values(spec: ExperimentSpec) -> dict:
-    """The spec as plain data (for keys and provenance)."""
-    return dataclasses.asdict(spec)
