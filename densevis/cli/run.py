@@ -17,8 +17,8 @@ of its maps to the trained model's, once every layer is re-initialized (and for 
 memorized shuffled labels), certainly below 0.5 (the threshold, with no further margin).
 
 examples:
-  densevis run                          # the default experiment (about 5 minutes on 2 cores)
-  densevis run --quick --out reports    # the same design, small (under a minute)
+  densevis run                          # the default experiment (about 13 minutes on 2 cores)
+  densevis run --quick --out reports    # the same design, small (about 3 minutes)
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
   pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run
