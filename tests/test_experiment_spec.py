@@ -76,6 +76,7 @@ def test_quick_overrides_only_what_it_names():
     ("[[hypotheses]]\nmetric = 'x'\n", "line 1: key 'hypotheses[0].name' is missing"),
     ("[model]\ncheckpoint = 'nowhere.pt'\n", "line 2: key 'model.checkpoint' names a missing "
                                              "file"),
+    ("[model]\ncheckpoint = '.'\n", "line 2: key 'model.checkpoint' names a folder"),
     ("[quick.data]\nsizes = 2\n", "line 2: key 'quick.data.sizes' is unknown"),
     ("[data\n", "<t>: not valid TOML"),
 ])

@@ -235,7 +235,7 @@ def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BA
     ``hypotheses`` (a list of :class:`~densevis.analysis.hypotheses.HypothesisSpec`, default:
     every registered one) are evaluated with the sanity ``similarity`` table when given."""
     if batch_size < 1:
-        raise DensevisError(f"--batch-size must be positive (got {batch_size})")
+        raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
     pairs = match_files(maps_paths, data_paths)
     try:
         frames = [score_file(maps, probe, reductions, baselines, batch_size, device, seed)

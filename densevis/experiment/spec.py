@@ -308,6 +308,9 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
         path = Path(spec.model.checkpoint)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        if path.is_dir():
+            raise locate.error("model.checkpoint", f"names a folder, {path}; give the "
+                                                   f"checkpoint file (.pt) in it")
         if not path.is_file():
             raise locate.error("model.checkpoint", f"names a missing file {path}")
     _import_modules(spec, locate, base_dir)
