@@ -272,15 +272,12 @@ class Context:
     """What a hypothesis' function reads (tables, options) and the rows it adds."""
 
     def __init__(self, definition: Hypothesis, spec: HypothesisSpec, metrics: pd.DataFrame,
-                 similarity: pd.DataFrame | None):
+                 similarity: pd.DataFrame | None, baselines: list[str]):
         self.definition, self.spec = definition, spec
-        self.metrics = metrics
-        self.similarity = similarity
+        self.metrics, self.similarity, self.baselines = metrics, similarity, baselines
         self.options = {name: (default if getattr(spec, name, None) in (None, "")
                                else getattr(spec, name))
                         for name, default in definition.options.items()}
-        self.baselines = [b for b in BASELINES if b in set(metrics["method"])] \
-            if len(metrics) else []
         self.rows: list[dict] = []
 
     # -- reading --------------------------------------------------------------------------------
@@ -573,7 +570,7 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     model's rows or ``/maps`` for the maps' rows: what the model does and what its maps show are
     separate questions.
     """
-    if metrics is None:  # e.g. only the randomization checks
+    if metrics is None or metrics.empty:  # e.g. only the randomization checks
         metrics = pd.DataFrame(columns=["set", "image", "method", "layer", "metric", "value"])
     specs = list(default_specs() if hypotheses is None else hypotheses)
     names = [spec.name for spec in specs]
@@ -581,13 +578,15 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
         raise DensevisError(f"hypotheses listed twice: "
                             f"{', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     definitions = {spec.name: resolve(spec) for spec in specs}
+    present = set(metrics["method"])
+    baselines = [b for b in BASELINES if b in present]  # the null maps scored with the maps
     parts = []
     for spec in specs:
         definition = definitions[spec.name]
         source = similarity if definition.source == "similarity" else metrics
         if source is None or source.empty:
             continue
-        context = Context(definition, spec, metrics, similarity)
+        context = Context(definition, spec, metrics, similarity, baselines)
         definition.compute(context)
         rows = context.frame()
         if spec.methods:
@@ -602,7 +601,6 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
         return pd.DataFrame(columns=COLUMNS)
     table = adjust(pd.concat(parts, ignore_index=True), family="family")[COLUMNS]
     by_name = {spec.name: spec for spec in specs}
-    baselines = [b for b in BASELINES if b in set(metrics["method"])] if len(metrics) else []
     table = pd.concat([overall(table, definitions, by_name, baselines), table],
                       ignore_index=True)
     for column in ("n", "family_size"):
