@@ -17,7 +17,8 @@ and write tests against the ``densevis_run`` fixture::
     def test_guided_gradcam_finds_the_square(densevis_run):
         assert_localizes(densevis_run, method="guided_gradcam", layer="denseblock3")
 
-A failing assertion shows the effect, its confidence interval, the p-values and the verdict rule.
+A failing assertion shows the effect, its family-adjusted confidence interval, the p-values and
+the verdict rule.
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
     ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``, or a tuple of allowed
     verdicts (e.g. ``("rejected", "inconclusive")``: not supported). By default the ``overall``
     verdict of each matching method and layer is checked (the one its primary statistics
-    decide); pass ``statistic`` (its text in the ``statistic`` column) to check one statistic,
-    or ``None`` to require the verdict of every row. A failure lists the statistics behind each
-    wrong verdict with effect, 95% CI, p-values and the rule.
+    decide); pass ``statistic`` (its formula in the ``statistic`` column, or its
+    ``statistic_key``) to check one statistic, or ``None`` to require the verdict of every row.
+    A failure lists the statistics behind each wrong verdict with effect, its family-adjusted
+    CI, p-values and the rule.
     """
     allowed = (verdict,) if isinstance(verdict, str) else tuple(verdict)
     if not allowed or not set(allowed) <= {"supported", "rejected", "inconclusive"}:
