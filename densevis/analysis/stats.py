@@ -135,8 +135,9 @@ def _rule(direction: str, margin: float, alpha: float, family_size: int, null: f
         return (f"{scale}supported if p_adjusted <= {alpha:g} (ci_low > 0) and effect >= "
                 f"{margin:g}; rejected if ci_high < {margin:g}; else inconclusive (one-sided "
                 f"bounds at {level:.4g}, Bonferroni over a family of {family_size})")
+    below = -margin if margin else 0.0  # not "-0"
     return (f"{scale}supported if p_adjusted <= {alpha:g} (ci_high < 0) and effect <= "
-            f"{-margin:g}; rejected if ci_low > {-margin:g}; else inconclusive (one-sided "
+            f"{below:g}; rejected if ci_low > {below:g}; else inconclusive (one-sided "
             f"bounds at {level:.4g}, Bonferroni over a family of {family_size})")
 
 
