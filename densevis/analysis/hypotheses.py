@@ -70,6 +70,8 @@ MODEL = "model"  # the method name of behaviour rows (from logits)
 RANDOMIZATION = "passes_randomization"
 #: Sets whose squares the map-based statistics use, in order of preference.
 SQUARE_SETS = ("base", "squares_only", "large_squares")
+#: ``Statistic.sets`` of a statistic that reads the squares of any one of :data:`SQUARE_SETS`.
+ANY_SQUARE_SET = (SQUARE_SETS,)
 #: A square-free control: ``circles_only``, else the base set's images without a square.
 CONTROL_SETS = ("circles_only", "base")
 #: Units of the statistics and the smallest effect that matters in each (the default margin).
@@ -375,17 +377,13 @@ class Context:
 
 
 # ------------------------------------------------------------------------------------ built-ins
-def _square_sets() -> tuple:
-    return (SQUARE_SETS,)
-
-
 @hypothesis("localizes_square",
             "Do the maps put relevance on the square beyond its area and beyond null maps?", [
                 Statistic("mass_minus_area", "mass_minus_area > 0", "mass share",
-                          sets=_square_sets()),
-                Statistic("density_ratio", "density_ratio > 1", "ratio", sets=_square_sets()),
+                          sets=ANY_SQUARE_SET),
+                Statistic("density_ratio", "density_ratio > 1", "ratio", sets=ANY_SQUARE_SET),
                 Statistic("mass_vs_baseline", "mass_minus_area > {baseline}'s", "mass share",
-                          per_baseline=True, sets=_square_sets())])
+                          per_baseline=True, sets=ANY_SQUARE_SET)])
 def localizes_square(context: Context) -> None:
     set_name = context.square_set("mass_minus_area")
     for method, layer in context.explained(set_name, "mass_minus_area"):
@@ -411,7 +409,7 @@ def localizes_square(context: Context) -> None:
     Statistic("line_vs_circle_mass_vs_baseline", "line_mass - circle_mass > {baseline}'s",
               "area-corrected mass", per_baseline=True, sets=(("lines_only",),)),
     Statistic("edge_interior_ratio", "edge_interior_ratio > 1", "ratio", role="secondary",
-              sets=_square_sets())])
+              sets=ANY_SQUARE_SET)])
 def edge_detector(context: Context) -> None:
     context.mass_contrast("line_vs_circle_mass", "lines_only", "line_mass", "circle_mass")
     square_set = context.square_set("edge_interior_ratio")
@@ -439,10 +437,10 @@ def edge_detector(context: Context) -> None:
                 Statistic("half_vs_double", "logit_delta_half > logit_delta_double", "logit",
                           kind="behaviour", role="secondary", sets=(("pairs",),)),
                 Statistic("smallest_vs_square_mass", "smallest_object_mass > square_mass",
-                          "area-corrected mass", sets=_square_sets()),
+                          "area-corrected mass", sets=ANY_SQUARE_SET),
                 Statistic("smallest_vs_square_mass_vs_baseline",
                           "smallest_object_mass - square_mass > {baseline}'s",
-                          "area-corrected mass", per_baseline=True, sets=_square_sets()),
+                          "area-corrected mass", per_baseline=True, sets=ANY_SQUARE_SET),
                 Statistic("large_squares_circle_vs_square_mass",
                           "circle_mass > square_mass on large_squares", "area-corrected mass",
                           role="secondary", sets=(("large_squares",),))])
