@@ -210,10 +210,12 @@ def merge_maps(shards: list, out, count: int, attrs: dict, force: bool = False) 
 
 
 def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
-                    batch_size: int = 128, device="auto", seed: int = 0):
+                    batch_size: int = 128, device="auto", seed: int = 0,
+                    only_baselines: bool = False):
     """The metrics table of :func:`densevis.analysis.tables.analyze` (rows in the same order),
     each rank scoring its rows of every maps file. Returned on rank 0; ``None`` on the others.
-    In a plain run: the same table, computed here."""
+    In a plain run: the same table, computed here. ``only_baselines``: the rows of the null
+    baselines alone (they depend on the maps files' layers, not on their maps)."""
     import pandas as pd
 
     from densevis.analysis.baselines import BASELINES
@@ -239,8 +241,10 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
             for maps, probe in pairs:
                 rows = shard_ranges(len(maps), world.size, align=batch_size)[world.rank]
                 parts.append(score_maps(maps, probe, reductions, baselines, batch_size, where,
-                                        seed, rows) if rows[0] < rows[1] else None)
-                model.append(score_model(maps, probe) if world.rank == 0 else None)
+                                        seed, rows, only_baselines)
+                             if rows[0] < rows[1] else None)
+                model.append(score_model(maps, probe) if world.rank == 0 and not only_baselines
+                             else None)
             return parts, model
         finally:
             for maps, probe in pairs:
@@ -252,7 +256,8 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     frames = []
     for number in range(len(maps_paths)):
         frames += [parts[number] for parts, _ in gathered if parts[number] is not None]
-        frames.append(gathered[0][1][number])
+        if gathered[0][1][number] is not None:
+            frames.append(gathered[0][1][number])
     return pd.concat(frames, ignore_index=True)
 
 

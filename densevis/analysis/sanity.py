@@ -191,33 +191,38 @@ def _similarity_rows(test: str, step: int, name: str, original: dict, maps: dict
 
 
 def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, targets,
-                       mode: str = "cascading", seed: int = 0,
-                       batch_size: int = 64) -> pd.DataFrame:
+                       mode: str = "cascading", seed: int = 0, batch_size: int = 64,
+                       every_step: bool = True) -> pd.DataFrame:
     """Similarity of each method's maps to the original's at every randomization step.
 
     Returns a tidy table ``test, step, step_index, method, layer, image, metric, value``
     (``image`` is the position in ``images``; ``step_index`` 1 is the first group re-initialized).
     The Spearman measures are computed at every step, SSIM and HOG (per image in skimage, most
     of the cost) at the last step only: the fully randomized network, which the verdict reads.
+    ``every_step=False`` explains the last step alone (the same randomized weights) and records
+    the Spearman measures: what the verdicts read, without the curve.
     """
     images, targets = np.asarray(images), np.asarray(targets)
     original = run_explain(explain, model, images, targets, batch_size)
     frames, ranks = [], {}
     steps = len(layer_groups(model))
     for step, name, randomized in randomized_models(model, mode, seed):
+        if not every_step and step != steps:
+            continue  # the cascade still re-initializes this group, with its own seed
         maps = run_explain(explain, randomized, images, targets, batch_size)
-        measures = SIMILARITIES if step == steps else EVERY_STEP
+        measures = SIMILARITIES if step == steps and every_step else EVERY_STEP
         frames.extend(_similarity_rows(mode, step, name, original, maps, measures, ranks))
     return pd.concat(frames, ignore_index=True)
 
 
 def data_randomization_test(model: nn.Module, shuffled_model: nn.Module, explain: Explain,
-                            images: np.ndarray, targets, batch_size: int = 64) -> pd.DataFrame:
+                            images: np.ndarray, targets, batch_size: int = 64,
+                            measures=SIMILARITIES) -> pd.DataFrame:
     """Similarity of the maps of a model trained on shuffled labels to the trained model's."""
     images, targets = np.asarray(images), np.asarray(targets)
     original = run_explain(explain, model, images, targets, batch_size)
     maps = run_explain(explain, shuffled_model, images, targets, batch_size)
-    return pd.concat(_similarity_rows("data", 1, "shuffled_labels", original, maps),
+    return pd.concat(_similarity_rows("data", 1, "shuffled_labels", original, maps, measures),
                      ignore_index=True)
 
 

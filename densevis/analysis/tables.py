@@ -138,11 +138,13 @@ def score_file(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
 
 def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
                baselines=BASELINES, batch_size: int = 128, device="cpu", seed: int = 0,
-               rows: tuple[int, int] | None = None) -> pd.DataFrame:
+               rows: tuple[int, int] | None = None,
+               only_baselines: bool = False) -> pd.DataFrame:
     """Metric rows of every map (and null baseline) of maps-file rows ``rows`` = ``(start,
     stop)`` (default: all), in batches of ``batch_size`` rows from ``start``; only those rows
     of the maps and probe files are read. A sharded run gives each rank a slice whose start is
-    a multiple of ``batch_size``: the batches, hence the rows, are those of one whole run."""
+    a multiple of ``batch_size``: the batches, hence the rows, are those of one whole run.
+    ``only_baselines``: the null baselines' rows alone (pooled to the maps' layer grids)."""
     device = torch.device(device)
     reader = RegionReader(probe)
     has_square = "square" in reader.kinds
@@ -171,7 +173,7 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
         images = index[rows_]
         regions = {name: torch.from_numpy(mask).to(device)
                    for name, mask in reader.read(images, wanted).items()}
-        for method, layer in maps.keys:
+        for method, layer in ([] if only_baselines else maps.keys):
             score(torch.from_numpy(maps.read(method, layer, rows_)), method, [layer or ""],
                   reduction_for(method, layer, reductions))
         pixels = read_rows(probe.images, images) if computed else None
@@ -216,8 +218,10 @@ def score_model(maps: MapsFile, probe: ProbeSet) -> pd.DataFrame:
 
 
 def summarize(metrics: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per set, method, layer, reduction and metric: counts, mean, sd, median, t-CI of the mean."""
-    keys = ["set", "method", "layer", "reduction", "metric"]
+    """Per model (when the table has that column), set, method, layer, reduction and metric:
+    counts, mean, sd, median, t-CI of the mean."""
+    keys = ["model"] * ("model" in metrics.columns) + ["set", "method", "layer", "reduction",
+                                                       "metric"]
     finite = metrics.assign(value=metrics["value"].where(np.isfinite(metrics["value"])))
     grouped = finite.groupby(keys, sort=True, dropna=False)["value"]
     table = grouped.agg(n="size", n_finite="count", mean="mean", sd="std",

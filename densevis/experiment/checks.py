@@ -76,18 +76,22 @@ def _check_model(spec, locate):
     """The model the run will explain (untrained when it will be trained), checked."""
     import torch
 
-    from densevis.experiment.steps import checkpoint_path, train_config
+    from densevis.experiment.steps import checkpoint_paths, train_config
     from densevis.model import build_model, load_checkpoint
     from densevis.train import check_model_fits
 
-    if spec.model.checkpoint is not None:
-        with at(locate, "model.checkpoint"):
-            model, checkpoint = load_checkpoint(checkpoint_path(spec))
-        if checkpoint["image_size"] != spec.data.size:
-            raise locate.error("data.size", f"is {spec.data.size} but model.checkpoint was "
-                                            f"trained on {checkpoint['image_size']}-px images; "
-                                            f"set data.size = {checkpoint['image_size']}")
-        return model
+    if spec.model.checkpoint:
+        for number, path in enumerate(checkpoint_paths(spec)):
+            with at(locate, "model.checkpoint"):
+                model, checkpoint = load_checkpoint(path)
+            if checkpoint["image_size"] != spec.data.size:
+                raise locate.error("data.size", f"is {spec.data.size} but checkpoint {path} was "
+                                                f"trained on {checkpoint['image_size']}-px "
+                                                f"images; set data.size = "
+                                                f"{checkpoint['image_size']}")
+            if number == 0:
+                first = model
+        return first
     with at(locate, "model", TRAIN_KEYS):
         train_config(spec).validate()
         model = build_model(spec.model.arch)

@@ -1,6 +1,10 @@
 """``densevis run``: generate -> train (or load) -> evaluate -> explain -> analyze -> sanity ->
 report, each stage cached by a hash of its inputs.
 
+A run has K replicates (:class:`~densevis.experiment.steps.Replicate`): models trained by one
+recipe with K seeds (or K given checkpoints). Each stage runs for every replicate, with its own
+cache entries; the verdicts replicate across them (:mod:`densevis.analysis.replicates`).
+
 Under torchrun (``densevis run --distributed``) explain and analyze are sharded over the ranks
 (:mod:`densevis.shards`); the other stages run on rank 0 while the others wait.
 
@@ -20,6 +24,7 @@ import pandas as pd
 from densevis.errors import DensevisError
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
+from densevis.experiment.steps import Replicate, replicate_plan
 from probes.atomic import check_output_folder
 
 
@@ -29,12 +34,8 @@ class Stages:
 
     data: dict[str, Path] = field(default_factory=dict)  # role -> probe file
     data_keys: dict[str, str] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    model_key: str = ""
-    shuffled_checkpoint: Path | None = None  # the data-randomization model
-    shuffled_key: str = ""
-    maps: dict[str, Path] = field(default_factory=dict)  # set -> maps file
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    replicates: list[Replicate] = field(default_factory=list)  # their models and maps
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # every replicate's rows
     seconds: dict[str, float] = field(default_factory=dict)
     cached: dict[str, bool] = field(default_factory=dict)
 
@@ -57,7 +58,7 @@ class Runner:
         if self.world.rank == 0:  # before any work: the tables are written last
             check_output_folder(self.out)
         self.cache = StageCache(self.out / ".cache")
-        self.stages = Stages()
+        self.stages = Stages(replicates=replicate_plan(spec))
 
     # ---------------------------------------------------------------------------------- driver
     def run(self) -> Path:
@@ -72,6 +73,11 @@ class Runner:
                 ("hypotheses", steps.hypotheses)]
         if self.world.sharded:
             init_process_group(self.world, resolve_device(self.spec.saliency.device).type)
+        models = len(self.stages.replicates)
+        self.say(f"{models} model{'s' if models > 1 else ''} "
+                 f"({', '.join(r.label for r in self.stages.replicates)}): every verdict rests "
+                 f"on {models} trained model{'s' if models > 1 else ''}"
+                 + ("" if models > 1 else "; replicated verdicts need at least 2"))
         for number, (name, step) in enumerate(plan, 1):
             start = time.perf_counter()
             cached = self._run_step(name, step, main_only)

@@ -41,15 +41,26 @@ class DataSpec:
     images_per_set: int = 200  # images of each probe set that are explained and analysed
     pair_scenes: int = 16  # scenes of the pairs set (8 images each)
     train_set: str = "base"  # the set trained and validated on ("mixed" for planted cues)
+    # each model trains and validates on images of its own, drawn with its seed (false: every
+    # model sees the same training images, so replicates differ only in their training seed)
+    resample: bool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The models of a run: ``replicates`` trainings of one recipe (seeds ``seed``,
+    ``seed + 1``, ...; or the explicit ``seeds``), or the given checkpoints, one replicate each.
+    Every table holds one ``model`` column naming the replicate; verdicts replicate across them
+    (:mod:`densevis.analysis.replicates`)."""
+
     arch: str = "original"
-    checkpoint: str | None = None  # use this checkpoint instead of training
+    # use these checkpoints (one replicate each) instead of training; a string is one
+    checkpoint: list[str] = field(default_factory=list)
     epochs: int | None = None  # None: the trainer's default
     max_minutes: float | None = None  # training time budget (makes training time-dependent)
-    seed: int = 0
+    seed: int = 0  # the first replicate's training seed
+    replicates: int | None = None  # models trained; None: 3 on CPU, 5 on CUDA (AUTO_REPLICATES)
+    seeds: list[int] = field(default_factory=list)  # explicit training seeds, one per replicate
     labels: str = "square"  # label rule: square (ground truth), edge, small, shuffled
 
 
@@ -86,6 +97,10 @@ class SanitySpec:
     # augmentation, the last epoch kept); its fit is recorded with the verdicts
     data_randomization_images: int = 256
     data_randomization_epochs: int = 25
+    # replicates (the first ones) whose checks record every cascading step, the independent
+    # test and SSIM/HOG: the curves of the report; the others record what the verdicts read
+    # (the last cascading step and the shuffled-label model, Spearman measures)
+    curves: int = 1
 
 
 @dataclass(frozen=True)
@@ -304,8 +319,9 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
         if name not in SETS:
             raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "
                                                         f"{', '.join(SETS)}")
-    if spec.model.checkpoint is not None:
-        path = Path(spec.model.checkpoint)
+    _check_replicates(spec.model, locate)
+    for given in spec.model.checkpoint:
+        path = Path(given)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         if path.is_dir():
@@ -315,6 +331,25 @@ def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | No
             raise locate.error("model.checkpoint", f"names a missing file {path}")
     _import_modules(spec, locate, base_dir)
     _check_hypotheses(spec, locate)
+
+
+def _check_replicates(model: ModelSpec, locate: _Locator) -> None:
+    """One way to name the replicates: a count, explicit seeds or checkpoints."""
+    if model.replicates is not None and model.replicates < 1:
+        raise locate.error("model.replicates", f"must be at least 1 (got {model.replicates})")
+    if model.seeds:
+        if len(set(model.seeds)) != len(model.seeds):
+            raise locate.error("model.seeds", "lists a seed twice; replicates need different "
+                                              "seeds")
+        if min(model.seeds) < 0:
+            raise locate.error("model.seeds", "must not be negative")
+        if model.replicates is not None and model.replicates != len(model.seeds):
+            raise locate.error("model.replicates", f"is {model.replicates} but model.seeds "
+                                                   f"lists {len(model.seeds)} seeds; give one "
+                                                   f"of the two")
+    if model.checkpoint and (model.seeds or model.replicates is not None):
+        raise locate.error("model.checkpoint", "gives the models, so model.seeds and "
+                                               "model.replicates do not apply; remove them")
 
 
 def _import_modules(spec: ExperimentSpec, locate: _Locator, base_dir: Path | None) -> None:

@@ -19,6 +19,7 @@ from typing import Iterator
 import pandas as pd
 
 from densevis import __version__
+from densevis.analysis.replicates import REPLICATED
 from densevis.analysis.stats import VERDICT_RULE
 from densevis.report import plots
 from densevis.report.html import Figure, Section, png_of, render_page
@@ -57,13 +58,19 @@ def provenance(runner) -> dict:
 
     stages = runner.stages
     files = {f"data/{role}": path for role, path in stages.data.items()}
-    files.update({f"maps/{name}": path for name, path in stages.maps.items()})
-    files["checkpoint"] = stages.checkpoint
-    if stages.shuffled_checkpoint:
-        files["checkpoint_shuffled_labels"] = stages.shuffled_checkpoint
+    for replicate in stages.replicates:
+        files.update({f"maps/{replicate.label}/{name}": path
+                      for name, path in replicate.maps.items()})
+        files[f"checkpoint/{replicate.label}"] = replicate.checkpoint
+        if replicate.shuffled_checkpoint:
+            files[f"checkpoint_shuffled_labels/{replicate.label}"] = \
+                replicate.shuffled_checkpoint
     return {
         "spec": dataclasses.asdict(runner.spec),
-        "seeds": {"data": runner.spec.data.seed, "model": runner.spec.model.seed,
+        "models": [{"model": r.label, "seed": r.seed, "checkpoint": str(r.checkpoint)}
+                   for r in stages.replicates],
+        "seeds": {"data": runner.spec.data.seed,
+                  "models": [r.seed for r in stages.replicates if r.given is None],
                   "analysis": runner.spec.analysis.seed},
         "versions": versions(),
         "files": {name: {"path": str(path), "sha256": file_sha256(path)}
@@ -80,14 +87,15 @@ def _panels(runner, limit: int) -> list[Figure]:
     from probes import ProbeSet
 
     figures = []
-    for name, path in runner.stages.maps.items():
+    first = runner.stages.replicates[0]  # the panels show one model's maps
+    for name, path in first.maps.items():
         with MapsFile(path) as maps, ProbeSet(runner.stages.data[name]) as probe:
             order = {layer: i for i, layer in enumerate(maps.attrs.get("layers", []))}
             for row in range(min(limit, len(maps))):
                 index = int(maps.index[row])
                 image = probe.images[index]
                 caption = f"{name}, image {index} (label {int(probe.labels[index])}, target " \
-                          f"{int(maps.targets[row])})"
+                          f"{int(maps.targets[row])}, model {first.label})"
                 for method in (m for m in PANEL_METHODS if m in maps.methods):
                     layers = sorted(maps.layers(method), key=lambda l: order.get(l, len(order)))
                     if layers:
@@ -102,11 +110,19 @@ def _panels(runner, limit: int) -> list[Figure]:
 
 def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
              panels: list[Figure] | None = None) -> list[Section]:
-    """The report's sections from whichever run tables are given (``hypotheses`` required)."""
+    """The report's sections from whichever run tables are given (``hypotheses`` required).
+
+    Verdicts are the replicated ones where the table has them; the plots of localization and
+    of the sanity curves show the first model, the behaviour every model."""
     hypotheses = tables["hypotheses"]
+    if "model" in hypotheses.columns and (hypotheses["model"] == REPLICATED).any():
+        hypotheses = hypotheses[hypotheses["model"] == REPLICATED]
+    tables = {name: _first_model(table) if name in ("summary", "sanity") else table
+              for name, table in tables.items()}
     headline = hypotheses[hypotheses["statistic"] == "overall"]
     columns = ["hypothesis", "method", "layer", "statistic", "role", "effect", "ci_low",
-               "ci_high", "ci_level", "p_value", "p_adjusted", "margin", "n", "verdict"]
+               "ci_high", "ci_level", "p_value", "p_adjusted", "margin", "n", "verdict",
+               "models_supported", "models", "model_effects"]
     detail = hypotheses[hypotheses["statistic"] != "overall"][
         [c for c in columns if c in hypotheses.columns]]
     out = [Section(
@@ -120,7 +136,8 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
         f"inconclusive and its note says why. Method 'model' rows are the model's behaviour "
         f"(logits), not a saliency map. Each row's rule with its numbers is in hypotheses.csv.",
         tables=[headline[[c for c in ("hypothesis", "method", "layer", "p_adjusted", "verdict",
-                                      "note") if c in headline.columns]], detail],
+                                      "models_supported", "models", "note")
+                          if c in headline.columns]], detail],
         figures=[Figure(png, "effects and family-adjusted CIs") for png in
                  [plots.hypotheses_forest(detail)] if png])]
     if "behaviour" in tables:
@@ -163,6 +180,13 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
         out.append(Section("Provenance", "Spec, seeds, versions, file hashes and stage timings.",
                            preformatted=json.dumps(record, indent=2, default=str)))
     return out
+
+
+def _first_model(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the table's first model (all rows when it has no ``model`` column)."""
+    if "model" not in table.columns or table.empty:
+        return table
+    return table[table["model"] == table["model"].iloc[0]]
 
 
 def _save_figures(parts: list[Section], folder: Path) -> None:

@@ -60,7 +60,9 @@ def behaviour_bars(behaviour: pd.DataFrame) -> bytes | None:
         errors = np.clip([behaviour[column] - low, high - behaviour[column]], 0, None)  # rounding
         ax.errorbar(behaviour[column], y, xerr=np.nan_to_num(errors), fmt="o", color="#1565c0",
                     capsize=3)
-        ax.set_yticks(y, behaviour["set"], fontsize=8)
+        labels = behaviour["set"] if "model" not in behaviour.columns else \
+            behaviour["set"] + " (" + behaviour["model"].astype(str) + ")"
+        ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel(label)
         ax.axvline(0.5 if column == "positive_rate" else 0.0, color="black", lw=0.5)
     return png_of(fig)
