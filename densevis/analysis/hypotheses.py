@@ -604,3 +604,8 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     for column in ("n", "family_size"):
         table[column] = table[column].astype("Int64")
     return table
+
+
+# Replicates (several trained models): the rows across them, in their own module; imported last
+# because that module builds on this one.
+from densevis.analysis.replicates import REPLICATED, evaluate_replicated  # noqa: E402,F401
