@@ -18,8 +18,8 @@
 
 from densevis.analysis.hypotheses import (HYPOTHESES, HypothesisSpec, Statistic, evaluate,
                                           hypothesis)
-from densevis.analysis.replicates import REPLICATED, evaluate_replicated
 from densevis.analysis.localization import METRICS, localization_scores
+from densevis.analysis.replicates import REPLICATED, evaluate_replicated
 from densevis.analysis.sanity import (data_randomization_test, engine_explain, layer_groups,
                                       randomization_test)
 from densevis.analysis.stats import VERDICT_RULE, adjust, adjust_one, test_hypothesis

@@ -17,6 +17,10 @@ missing), rejected iff any is. A map-based ``supported`` also needs the method a
 pass ``passes_randomization`` **in the same table**: unchecked, inconclusive or failing gives
 ``inconclusive`` with a note saying which.
 
+Replicate models (a ``model`` column): :func:`evaluate_replicated` (module
+:mod:`densevis.analysis.replicates`) runs :func:`evaluate` per model and adds the rows across
+them (a t test over the trained models).
+
 Built-ins
 ---------
 ``localizes_square`` (per method and layer; base set's images with a square, or

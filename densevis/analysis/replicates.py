@@ -50,9 +50,10 @@ Columns
 -------
 ``model`` first (a replicate's label, or :data:`REPLICATED`), the hypotheses table's
 :data:`~densevis.analysis.hypotheses.COLUMNS`, then :data:`EXTRA_COLUMNS` (empty on the
-replicates' own rows): ``models`` (K), ``models_supported`` and ``models_rejected`` (how many
-replicates' rows have that verdict), ``model_effects`` (each replicate's effect in model order,
-``nan`` where it has none), ``between_model_sd`` and ``model_median``.
+replicates' own rows): ``models`` (K; on an ``overall`` row, the replicates evaluated for it),
+``models_supported`` and ``models_rejected`` (how many replicates' rows have that verdict),
+``model_effects`` (each replicate's effect in model order, ``nan`` where it has none),
+``between_model_sd`` and ``model_median``.
 """
 
 from __future__ import annotations
