@@ -19,6 +19,20 @@ and write tests against the ``densevis_run`` fixture::
 
 A failing assertion shows the effect, its family-adjusted confidence interval, the p-values and
 the verdict rule.
+
+Replicates: a run of several trained models (``model`` column: ``seed0``, ``seed1``, ...) has
+``replicated`` rows across them (:mod:`densevis.analysis.replicates`: a t test over the models,
+the trained model as the unit). The assertions check those by default (``model="replicated"``);
+pass ``model="seed0"`` to check one replicate, or ``model=None`` to any row. A failure then also
+says in how many models each row was supported and each model's effect. A run without a
+``model`` column (one model) is checked as before: the ``model`` argument is ignored::
+
+    def test_the_lines_replicate(densevis_run):
+        assert_hypothesis(densevis_run, "edge_detector", "supported", method="model")
+
+    def test_seed0_alone(densevis_run):
+        assert_hypothesis(densevis_run, "edge_detector", "supported", method="model",
+                          model="seed0")
 """
 
 from __future__ import annotations
@@ -54,17 +68,19 @@ class Run:
 
     def evaluate(self, *hypotheses):
         """A hypotheses table of this run's metrics and sanity tables for ``hypotheses``
-        (:class:`~densevis.analysis.hypotheses.HypothesisSpec`), by the same
-        :func:`~densevis.analysis.hypotheses.evaluate` that made ``hypotheses.csv``: a new
-        question asked of a finished run.
+        (:class:`~densevis.analysis.hypotheses.HypothesisSpec`), by
+        :func:`~densevis.analysis.replicates.evaluate_replicated` (each replicate model by the
+        same :func:`~densevis.analysis.hypotheses.evaluate` that made ``hypotheses.csv``, then
+        the replicated rows; a run without a ``model`` column is one replicate, ``model``): a
+        new question asked of a finished run.
 
         >>> from densevis.analysis import HypothesisSpec
         >>> run.evaluate(HypothesisSpec("passes_randomization", threshold=0.3))  # doctest: +SKIP
         """
-        from densevis.analysis.hypotheses import evaluate
+        from densevis.analysis.replicates import evaluate_replicated
 
         sanity = self.table("sanity") if (self.path / "sanity.csv").is_file() else None
-        return evaluate(self.metrics, sanity, list(hypotheses))
+        return evaluate_replicated(self.metrics, sanity, list(hypotheses))
 
     @property
     def hypotheses(self):
@@ -87,9 +103,18 @@ class Run:
         path = self.path / "provenance.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def hypothesis_rows(self, name: str, method: str | None = None, layer: str | None = None):
-        """Rows of ``hypotheses`` for one hypothesis (and method/layer when given)."""
+    def hypothesis_rows(self, name: str, method: str | None = None, layer: str | None = None,
+                        model: str | None = "replicated"):
+        """Rows of ``hypotheses`` for one hypothesis (and method/layer when given) of ``model``:
+        by default the rows across replicate models, ``None`` for every model's; ignored when
+        the table has no ``model`` column (a run of one model)."""
         table = self.hypotheses
+        if model is not None and "model" in table.columns:
+            models = table["model"].astype(str)
+            if model not in set(models):
+                raise AssertionError(f"run {self.path} has no model {model!r}; it has: "
+                                     f"{', '.join(dict.fromkeys(models))}")
+            table = table[models == model]
         rows = table[table["hypothesis"] == name]
         if method is not None:
             rows = rows[rows["method"].fillna("") == method]
@@ -101,6 +126,7 @@ class Run:
                                 index=False)})
             listed = "; ".join("/".join(p for p in key if p) for key in known[:40])
             raise AssertionError(f"run {self.path} has no result for hypothesis {name!r}"
+                                 f"{f' model {model!r}' if 'model' in table and model else ''}"
                                  f"{f' method {method!r}' if method else ''}"
                                  f"{f' layer {layer!r}' if layer else ''}; it has: {listed}")
         return rows
@@ -120,6 +146,14 @@ def find_run(path: str | Path) -> Path:
                             f"none; create one with 'densevis run --out {path}'")
 
 
+def number_of(value) -> str:
+    """A count as written (CSV reads counts with gaps as floats)."""
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "?"
+
+
 def _describe(row) -> str:
     def number(value) -> str:
         return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) \
@@ -127,6 +161,9 @@ def _describe(row) -> str:
 
     where = "/".join(str(v) for v in (row.get("method"), row.get("layer"))
                      if isinstance(v, str) and v)
+    model = row.get("model")
+    if model is not None and not (isinstance(model, float) and math.isnan(model)):
+        where = "; ".join(filter(None, (str(model), where)))
     level = row.get("ci_level")
     level = f"{level:.4g}" if isinstance(level, float) and not math.isnan(level) else "?"
     text = (f"{row['hypothesis']}{f' [{where}]' if where else ''}: verdict {row['verdict']}, "
@@ -134,6 +171,13 @@ def _describe(row) -> str:
             f"({row.get('estimand', 'effect')}; {level} CI {number(row['ci_low'])} to "
             f"{number(row['ci_high'])}), p {number(row['p_value'])}, p adjusted "
             f"{number(row['p_adjusted'])}")
+    models = row.get("models")
+    if models is not None and not (isinstance(models, float) and math.isnan(models)):
+        text += (f"; supported in {number_of(row.get('models_supported'))} of "
+                 f"{number_of(models)} models, rejected in "
+                 f"{number_of(row.get('models_rejected'))}")
+        if isinstance(row.get("model_effects"), str) and row["model_effects"]:
+            text += f"; model effects {row['model_effects']}"
     if isinstance(row.get("rule"), str):
         text += f"; rule: {row['rule']}"
     if isinstance(row.get("note"), str) and row["note"]:
@@ -143,7 +187,8 @@ def _describe(row) -> str:
 
 def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
                       method: str | None = None, layer: str | None = None,
-                      statistic: str | None = "overall") -> None:
+                      statistic: str | None = "overall",
+                      model: str | None = "replicated") -> None:
     """Assert that hypothesis ``name`` (for ``method``/``layer``) has ``verdict``.
 
     ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``, or a tuple of allowed
@@ -152,13 +197,14 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
     decide); pass ``statistic`` (its formula in the ``statistic`` column, or its
     ``statistic_key``) to check one statistic, or ``None`` to require the verdict of every row.
     A failure lists the statistics behind each wrong verdict with effect, its family-adjusted
-    CI, p-values and the rule.
+    CI, p-values and the rule. ``model``: the replicated rows (default), one replicate's
+    label, or ``None`` for every model's rows (see the module docstring).
     """
     allowed = (verdict,) if isinstance(verdict, str) else tuple(verdict)
     if not allowed or not set(allowed) <= {"supported", "rejected", "inconclusive"}:
         raise ValueError(f"verdict must be supported, rejected or inconclusive (or a tuple of "
                          f"them), not {verdict!r}")
-    rows = run.hypothesis_rows(name, method, layer)
+    rows = run.hypothesis_rows(name, method, layer, model)
     checked = rows if statistic is None else rows[(rows["statistic"] == statistic)
                                                   | (rows["statistic_key"] == statistic)]
     if checked.empty:
@@ -172,6 +218,7 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
             details.append(_describe(row))
             if row["statistic"] == "overall":
                 parts = rows[(rows["statistic"] != "overall")
+                             & (rows.get("model", "") == row.get("model", ""))
                              & (rows["method"].fillna("") == _text(row["method"]))
                              & (rows["layer"].fillna("") == _text(row["layer"]))]
                 details += [f"  {part['role']}: {_describe(part)}"
@@ -186,7 +233,8 @@ def _text(value) -> str:
 
 def assert_localizes(run: Run, method: str, layer: str | None = None,
                      min_effect: float | None = None,
-                     hypothesis: str = "localizes_square") -> None:
+                     hypothesis: str = "localizes_square",
+                     model: str | None = "replicated") -> None:
     """Assert that ``method`` (at ``layer``) puts more relevance on the square than area predicts.
 
     Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
@@ -195,9 +243,10 @@ def assert_localizes(run: Run, method: str, layer: str | None = None,
     the map's mass) of at least ``min_effect`` (default: the row's ``margin``, the smallest
     effect that matters). This is a statement about the maps; whether they show the model is
     the randomization check's question (``assert_hypothesis(run, "localizes_square", ...)``
-    includes it).
+    includes it). ``model``: the replicated rows across replicate models (default; their effect
+    is the mean over models, their bounds the t test's), one replicate's label, or ``None``.
     """
-    rows = run.hypothesis_rows(hypothesis, method, layer)
+    rows = run.hypothesis_rows(hypothesis, method, layer, model)
     keys = rows["statistic_key"].astype(str)
     checked = rows[(keys == "mass_minus_area") | keys.str.startswith("mass_vs_baseline.")]
     if checked.empty:

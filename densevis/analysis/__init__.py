@@ -10,6 +10,8 @@
   them, Bonferroni within families, verdicts;
 - :mod:`~densevis.analysis.hypotheses`: the hypothesis registry (``localizes_square``,
   ``edge_detector``, ``small_object_detector``, ``passes_randomization``) and ``evaluate``;
+- :mod:`~densevis.analysis.replicates`: inference across replicate models (``model`` column):
+  ``evaluate_replicated``, a t test over the trained models;
 - :mod:`~densevis.analysis.tables`: the ``metrics``, ``summary`` and ``hypotheses`` tables
   (``densevis analyze``).
 """
@@ -17,12 +19,14 @@
 from densevis.analysis.hypotheses import (HYPOTHESES, HypothesisSpec, Statistic, evaluate,
                                           hypothesis)
 from densevis.analysis.localization import METRICS, localization_scores
+from densevis.analysis.replicates import REPLICATED, evaluate_replicated
 from densevis.analysis.sanity import (data_randomization_test, engine_explain, layer_groups,
                                       randomization_test)
 from densevis.analysis.stats import VERDICT_RULE, adjust, adjust_one, test_hypothesis
 from densevis.analysis.tables import analyze, summarize, write_tables
 
-__all__ = ["HYPOTHESES", "METRICS", "VERDICT_RULE", "HypothesisSpec", "Statistic", "adjust",
-           "adjust_one", "analyze", "data_randomization_test", "engine_explain", "evaluate",
-           "hypothesis", "layer_groups", "localization_scores", "randomization_test",
-           "summarize", "test_hypothesis", "write_tables"]
+__all__ = ["HYPOTHESES", "METRICS", "REPLICATED", "VERDICT_RULE", "HypothesisSpec", "Statistic",
+           "adjust", "adjust_one", "analyze", "data_randomization_test", "engine_explain",
+           "evaluate", "evaluate_replicated", "hypothesis", "layer_groups",
+           "localization_scores", "randomization_test", "summarize", "test_hypothesis",
+           "write_tables"]

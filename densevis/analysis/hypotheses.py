@@ -17,6 +17,10 @@ missing), rejected iff any is. A map-based ``supported`` also needs the method a
 pass ``passes_randomization`` **in the same table**: unchecked, inconclusive or failing gives
 ``inconclusive`` with a note saying which.
 
+Replicate models (a ``model`` column): :func:`evaluate_replicated` (module
+:mod:`densevis.analysis.replicates`) runs :func:`evaluate` per model and adds the rows across
+them (a t test over the trained models).
+
 Built-ins
 ---------
 ``localizes_square`` (per method and layer; base set's images with a square, or
@@ -604,3 +608,8 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     for column in ("n", "family_size"):
         table[column] = table[column].astype("Int64")
     return table
+
+
+# Replicates (several trained models): the rows across them, in their own module; imported last
+# because that module builds on this one.
+from densevis.analysis.replicates import REPLICATED, evaluate_replicated  # noqa: E402,F401

@@ -1,0 +1,363 @@
+"""Inference across replicates: K independently trained models of one recipe (``model`` labels
+such as ``seed0``, ``seed1``, ``seed2``), each evaluated by :func:`~densevis.analysis.hypotheses.
+evaluate` as if it were the only one, and one ``replicated`` row per statistic across them.
+
+The rule (:data:`REPLICATION_RULE`, stated with its numbers in every replicated row's ``rule``)
+-------------------------------------------------------------------------------------------
+The trained model is the unit (the summary-statistics, or random-effects, approach). Each
+replicate's row gives one number, its ``effect`` e_k (measured from the row's ``null``, as every
+row's effect is). Across the K replicates with a finite effect:
+
+- ``effect`` = mean of e_k: an estimate of the mean effect over trainings of this recipe;
+- standard error = sd(e_k, ddof=1) / sqrt(K); one-sided p in the row's ``direction`` from
+  Student's t with K - 1 degrees of freedom;
+- Bonferroni within the row's ``family`` over its m testable replicated rows:
+  ``p_adjusted = min(1, m p)``, bounds one-sided at 1 - alpha/m each (``ci_level`` 1 - 2 alpha/m);
+- the verdict by the same :func:`~densevis.analysis.stats.verdict` (and margin) as a single
+  model's rows: supported, rejected or inconclusive;
+- fewer than 2 finite effects: untestable (inconclusive, NaN bounds). Effects that agree exactly
+  (sd 0) give bounds equal to the mean and p = 0 when the mean lies strictly on the hypothesized
+  side of 0, else 1.
+
+The assumption: the per-model effects scatter normally around the recipe's mean effect (each
+model's own estimation noise is part of that scatter, so the within-model uncertainty is
+accounted for too). "Replicated" means: the mean over trainings of this recipe (architecture,
+data, schedule; only the seed varies) lies on the hypothesized side. It is not a claim about
+other architectures or training recipes, and not that every trained model shows the effect
+(``models_supported`` says how many did).
+
+Why a t test over models
+------------------------
+- "Supported in all K of K models" is not a test of the mean: when the model effects are drawn
+  around 0 with a spread large against each model's own noise, each model is significant on its
+  own side about half the time, so all K agree on the hypothesized side with probability up to
+  0.5^K: 0.125 for K = 3, far above alpha (``tests/test_replicates.py`` measures it). The
+  per-model tests answer "does this model show it", a question about one model's images.
+- A sign test over the K models is exact without normality, but its smallest p is 0.5^K: it
+  cannot reach p < 0.05 before K = 5, and no family correction before far more models.
+- The t test uses the sizes of the effects, is exact under its normal assumption for any K >= 2,
+  and keeps the false-positive rate at alpha for any between-model spread.
+
+Overall rows (:data:`REPLICATED_OVERALL_RULE`)
+---------------------------------------------
+Per hypothesis, method and layer: the intersection-union of the replicated primary rows, as for
+one model; ``supported`` also needs every replicate to have been evaluated with every required
+primary (else inconclusive) and, for maps, **every** replicate's ``passes_randomization``
+overall for that method and layer to be supported (the gate applies per replicate: a map that
+does not show one of the models is no evidence for what the models do).
+
+Columns
+-------
+``model`` first (a replicate's label, or :data:`REPLICATED`), the hypotheses table's
+:data:`~densevis.analysis.hypotheses.COLUMNS`, then :data:`EXTRA_COLUMNS` (empty on the
+replicates' own rows): ``models`` (K; on an ``overall`` row, the replicates evaluated for it),
+``models_supported`` and ``models_rejected`` (how many replicates' rows have that verdict),
+``model_effects`` (each replicate's effect in model order, ``nan`` where it has none),
+``between_model_sd`` and ``model_median``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from densevis.analysis.baselines import BASELINES
+from densevis.analysis.hypotheses import (COLUMNS, MODEL, RANDOMIZATION, HypothesisSpec,
+                                          _gate, _missing_primaries, default_specs, evaluate,
+                                          resolve)
+from densevis.analysis.stats import DIRECTIONS, _rule, combine_verdicts, verdict
+from densevis.errors import DensevisError
+
+#: The ``model`` value of the rows across replicates.
+REPLICATED = "replicated"
+#: Columns after :data:`~densevis.analysis.hypotheses.COLUMNS` (empty on a replicate's rows).
+EXTRA_COLUMNS = ["models", "models_supported", "models_rejected", "model_effects",
+                 "between_model_sd", "model_median"]
+#: The replication rule of a replicated row (``rule`` column, numbers filled in, followed by the
+#: verdict rule of :func:`~densevis.analysis.stats._rule`).
+REPLICATION_RULE = (
+    "replication across {models} trained models, the model as the unit: effect = mean over "
+    "models of each model's effect, an estimate of the mean effect over trainings of this "
+    "recipe (assuming per-model effects vary normally around it; not a claim about other "
+    "architectures or recipes); one-sided t test over models with {df} df, bounds mean -/+ "
+    "t quantile x sd/sqrt({models})")
+#: How a replicated ``overall`` row decides (its ``rule`` column).
+REPLICATED_OVERALL_RULE = (
+    "replicated across trained models: supported iff every replicated primary statistic is, "
+    "every replicate was evaluated with every required primary and, for maps, every "
+    "replicate's passes_randomization for the method and layer is supported; rejected iff any "
+    "replicated primary statistic is; else inconclusive")
+_KEYS = ["hypothesis", "method", "layer", "statistic_key"]
+
+
+def replicate(effects, *, direction: str = "greater", margin: float = 0.0,
+              alpha: float = 0.05, family_size: int = 1, null: float = 0.0) -> dict:
+    """The across-model t test of per-model effects (see the module docstring).
+
+    Parameters
+    ----------
+    effects : array-like
+        Each replicate's ``effect`` (estimate - null); non-finite entries are dropped.
+    direction : {"greater", "less"}
+        The hypothesized side.
+    margin : float
+        Smallest meaningful effect (>= 0), in the hypothesized direction.
+    alpha : float
+        Family-wise level.
+    family_size : int
+        Testable rows of the family (Bonferroni).
+    null : float
+        The rows' null value (only stated in the rule: effects are already measured from it).
+
+    Returns
+    -------
+    dict
+        ``effect, ci_low, ci_high, p_value, p_adjusted, verdict, ci_level, family_size, n
+        (= K), test, rule, note, models, between_model_sd, model_median``.
+
+    Examples
+    --------
+    >>> row = replicate([0.8, 1.1, 0.9], margin=0.25)
+    >>> row["verdict"], round(row["effect"], 3), row["test"], round(row["p_value"], 4)
+    ('supported', 0.933, 't test over models (df 2)', 0.0044)
+    >>> replicate([0.8], margin=0.25)["note"]
+    'replication needs at least 2 models (K = 1)'
+    """
+    if direction not in DIRECTIONS:
+        raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
+    e = np.asarray(effects, dtype=np.float64).ravel()
+    e = e[np.isfinite(e)]
+    k, m = len(e), max(int(family_size), 1)
+    out = dict(effect=float(e.mean()) if k else np.nan, ci_low=np.nan, ci_high=np.nan,
+               p_value=np.nan, p_adjusted=np.nan, verdict="inconclusive",
+               ci_level=1 - 2 * alpha / m, family_size=m, n=k, models=k,
+               test=f"t test over models (df {max(k - 1, 0)})",
+               between_model_sd=float(e.std(ddof=1)) if k > 1 else np.nan,
+               model_median=float(np.median(e)) if k else np.nan,
+               rule=REPLICATION_RULE.format(models=k, df=max(k - 1, 0)) + "; "
+               + _rule(direction, margin, alpha, m, null), note="")
+    if k < 2:
+        out["note"] = f"replication needs at least 2 models (K = {k})"
+        return out
+    mean, se = out["effect"], out["between_model_sd"] / np.sqrt(k)
+    sign = 1.0 if direction == "greater" else -1.0
+    if se == 0:  # identical effects: no spread to scale by; the sign alone decides
+        p, low, high = (0.0 if sign * mean > 0 else 1.0), mean, mean
+    else:
+        # Student t's upper tail and quantile (scipy.special: the same functions as
+        # scipy.stats.t.sf / .ppf, without its per-call overhead over thousands of rows)
+        p = float(special.stdtr(k - 1, -sign * mean / se))
+        q = float(special.stdtrit(k - 1, 1 - alpha / m))
+        low, high = mean - q * se, mean + q * se
+    return {**out, "ci_low": low, "ci_high": high, "p_value": p,
+            "p_adjusted": min(1.0, m * p), "verdict": verdict(mean, low, high, direction,
+                                                              margin)}
+
+
+def _fmt(value: float) -> str:
+    return "nan" if not np.isfinite(value) else f"{value:.4g}"
+
+
+def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One replicated row per (hypothesis, method, layer, statistic_key) of the non-overall rows
+    of the replicates' hypotheses ``tables`` (label -> table of :func:`evaluate`, in model
+    order), finished within each family (columns ``COLUMNS + EXTRA_COLUMNS``)."""
+    labels = list(tables)
+    parts = [t[t["statistic"] != "overall"].assign(model=label)
+             for label, t in tables.items() if len(t)]
+    stacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if stacked.empty:
+        return pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS)
+    grouped = stacked.groupby(_KEYS, sort=False, dropna=False)
+    shared = ["direction", "margin", "alpha", "null", "family"]  # from the same spec
+    spread = grouped[shared].nunique(dropna=False)
+    if spread.gt(1).any(axis=None):
+        key = spread.index[spread.gt(1).any(axis=1)][0]
+        columns = ", ".join(spread.columns[spread.loc[key].gt(1)])
+        raise DensevisError(f"replicates disagree on {columns} of "
+                            f"{'/'.join(str(v) for v in key if v)}; evaluate them with the "
+                            f"same specs")
+    first = stacked.drop_duplicates(_KEYS).set_index(_KEYS)
+    effects = stacked.set_index(_KEYS + ["model"])["effect"].unstack("model") \
+        .reindex(index=first.index, columns=labels)
+    counts = pd.crosstab([stacked[k] for k in _KEYS], stacked["verdict"]).reindex(
+        index=first.index, columns=["supported", "rejected"], fill_value=0).to_numpy()
+    sets = grouped["sets"].agg(lambda s: "; ".join(dict.fromkeys(map(str, s)))) \
+        .reindex(first.index).to_numpy()
+    finite = np.isfinite(effects.to_numpy(dtype=np.float64))
+    testable = first["family"][finite.sum(axis=1) >= 2].value_counts()
+    rows = []
+    for key, row, by_model, ok, (supported, rejected), where in zip(
+            first.index, first.to_dict("records"), effects.to_numpy(dtype=np.float64), finite,
+            counts, sets):
+        result = replicate(by_model, direction=row["direction"], margin=float(row["margin"]),
+                           alpha=float(row["alpha"]),
+                           family_size=int(testable.get(row["family"], 1)),
+                           null=float(row["null"]))
+        lacking = [label for label, present in zip(labels, ok) if not present]
+        rows.append({
+            **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null", "margin",
+                                   "alpha", "family")},
+            **result, **dict(zip(_KEYS, key)), "correction": "bonferroni",
+            "rank_biserial": np.nan, "paired": False,
+            "estimand": f"mean over models of: {row['estimand']}", "sets": where,
+            "models_supported": int(supported), "models_rejected": int(rejected),
+            "model_effects": "; ".join(_fmt(e) for e in by_model),
+            "note": "; ".join(filter(None, (
+                result["note"], f"no finite effect in {', '.join(lacking)}" if lacking
+                else "")))})
+    return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
+
+
+def _gate_reasons(gates: dict, method: str, layer: str) -> list[str]:
+    reasons = {None: "has no randomization check", "inconclusive": "has an inconclusive "
+               "randomization check", "rejected": "fails passes_randomization"}
+    return [f"{label} {reasons[gate.get((method, layer))]}" for label, gate in gates.items()
+            if gate.get((method, layer)) != "supported"]
+
+
+def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
+                       specs: dict[str, HypothesisSpec],
+                       baselines: dict[str, list[str]]) -> pd.DataFrame:
+    """One replicated ``overall`` row per (hypothesis, method, layer) (see the module
+    docstring): ``rows`` are :func:`replicated_rows` of ``tables`` (label -> a replicate's
+    table), ``specs`` the specs by name, ``baselines`` the null baselines each replicate's
+    metrics hold (its per-baseline primaries must cover them)."""
+    definitions = {name: resolve(spec) for name, spec in specs.items()}
+    gates = {label: _gate(table) for label, table in tables.items()}
+    overalls = {label: table[table["statistic"] == "overall"].set_index(
+        ["hypothesis", "method", "layer"])["verdict"] for label, table in tables.items()}
+    places = [(h, m, l) for table in tables.values() for h, m, l in zip(
+        table["hypothesis"], table["method"], table["layer"])]
+    out = []
+    for name, method, layer in dict.fromkeys(places):
+        group = rows[(rows["hypothesis"] == name) & (rows["method"] == method)
+                     & (rows["layer"] == layer)]
+        parts = group[group["role"] == "primary"]
+        result, notes = combine_verdicts(parts["verdict"]), []
+        found = {label: overall[(name, method, layer)] for label, overall in overalls.items()
+                 if (name, method, layer) in overall.index}
+        incomplete = [label for label in tables if label not in found]
+        for label in found:
+            table = tables[label]
+            own = table[(table["hypothesis"] == name) & (table["method"] == method)
+                        & (table["layer"] == layer) & (table["statistic"] != "overall")]
+            if _missing_primaries(definitions[name], specs[name], method, own,
+                                  baselines.get(label, [])) or own["role"].ne("primary").all():
+                incomplete.append(label)
+        short = parts[parts["models"] < len(tables)]["statistic_key"].tolist()
+        if incomplete or short or parts.empty:
+            result = "inconclusive" if result == "supported" else result
+            lacking = [f"in {', '.join(incomplete)}"] if incomplete else []
+            lacking += [f"{key} not in every model" for key in short]
+            notes.append(f"primary statistics missing: {'; '.join(lacking) or 'all'}")
+        if name != RANDOMIZATION and method != MODEL and result == "supported":
+            failing = _gate_reasons(gates, method, layer)
+            if failing:
+                result = "inconclusive"
+                where = f"{method}{f' at {layer}' if layer else ''}"
+                notes.append(f"the randomization check applies per replicate: {where} "
+                             f"{'; '.join(failing)}, so its replicated statistics (all "
+                             f"supported) are no evidence for {name}")
+        verdicts = list(found.values())
+        out.append({"hypothesis": name, "method": method, "layer": layer,
+                    "statistic": "overall", "statistic_key": "overall", "role": "overall",
+                    "p_value": parts["p_value"].max(), "p_adjusted": parts["p_adjusted"].max(),
+                    "verdict": result, "family": group["family"].iloc[0] if len(group) else "",
+                    "alpha": group["alpha"].iloc[0] if len(group) else np.nan,
+                    "test": "intersection-union", "rule": REPLICATED_OVERALL_RULE,
+                    "note": "; ".join(notes), "sets": ", ".join(sorted(set(parts["sets"]))),
+                    "models": len(found), "models_supported": verdicts.count("supported"),
+                    "models_rejected": verdicts.count("rejected"), "model_effects": ""})
+    return pd.DataFrame(out, columns=COLUMNS + EXTRA_COLUMNS)
+
+
+def split_models(table: pd.DataFrame | None, name: str,
+                 default_model: str = "model") -> dict[str, pd.DataFrame]:
+    """``table``'s rows per ``model`` label (in order of first appearance; the column dropped).
+    A table without the column is one replicate, ``default_model``; an empty one is none."""
+    if table is None or table.empty:
+        return {}
+    if "model" not in table.columns:
+        return {default_model: table}
+    labels = table["model"]
+    if labels.isna().any() or (labels.astype(str) == "").any():
+        raise DensevisError(f"{name} has rows without a model label; every row of a "
+                            f"replicated run names its model")
+    labels = labels.astype(str)
+    if REPLICATED in set(labels):
+        raise DensevisError(f"{name}: {REPLICATED!r} is reserved for the rows across models; "
+                            f"label the replicates otherwise")
+    return {label: part.drop(columns="model")
+            for label, part in table.groupby(labels, sort=False)}
+
+
+def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = None,
+                        hypotheses: list[HypothesisSpec] | None = None, *,
+                        default_model: str = "model") -> pd.DataFrame:
+    """The hypotheses table of a run with replicate models: :func:`evaluate` per replicate (the
+    same ``hypotheses``, default all registered) and the rows across them.
+
+    Parameters
+    ----------
+    metrics, similarity : DataFrame or None
+        The metrics and sanity similarity tables with a ``model`` column (a replicate's label on
+        every row). A table without one is a single replicate labelled ``default_model``. A
+        replicate in one table only is evaluated without the other for it.
+    hypotheses : list of HypothesisSpec, optional
+        As for :func:`evaluate`.
+    default_model : str
+        The label of a table without a ``model`` column.
+
+    Returns
+    -------
+    DataFrame
+        ``model`` (``"replicated"`` or a replicate's label), the hypotheses table's columns and
+        :data:`EXTRA_COLUMNS`. The replicated rows come first (their ``overall`` rows first),
+        then each replicate's table in the order the models first appear.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> metrics = pd.concat([pd.DataFrame({
+    ...     "model": f"seed{k}", "set": "base", "image": np.arange(30), "method": "model",
+    ...     "layer": "", "metric": "logit_margin", "value": rng.normal(3 + 0.3 * k, 1, 30)})
+    ...     for k in range(3)])
+    >>> spec = HypothesisSpec("margin_positive", set="base", metric="logit_margin", margin=1.0)
+    >>> table = evaluate_replicated(metrics, hypotheses=[spec])
+    >>> print(table[["model", "statistic", "verdict", "models"]].head(3).to_string(index=False))
+         model        statistic   verdict  models
+    replicated          overall supported       3
+    replicated logit_margin > 0 supported       3
+         seed0          overall supported    <NA>
+    """
+    by_metrics = split_models(metrics, "metrics", default_model)
+    by_similarity = split_models(similarity, "similarity", default_model)
+    for name, one, other in (("metrics", metrics, by_similarity),
+                             ("similarity", similarity, by_metrics)):
+        if one is not None and not one.empty and "model" not in one.columns and \
+                set(other) - {default_model}:
+            raise DensevisError(f"{name} has no model column but the other table names models "
+                                f"{', '.join(other)}: give every row of both its model")
+    labels = list(dict.fromkeys([*by_metrics, *by_similarity]))
+    specs = list(default_specs() if hypotheses is None else hypotheses)
+    tables = {label: evaluate(by_metrics.get(label), by_similarity.get(label), specs)
+              for label in labels}
+    baselines = {label: [b for b in BASELINES if b in set(by_metrics[label]["method"])]
+                 for label in by_metrics}
+    rows = replicated_rows(tables)
+    overall_rows = replicated_overall(rows, tables, {s.name: s for s in specs}, baselines)
+    parts = [frame.assign(model=REPLICATED) for frame in (overall_rows, rows) if len(frame)]
+    parts += [table.assign(model=label) for label, table in tables.items() if len(table)]
+    columns = ["model"] + COLUMNS + EXTRA_COLUMNS
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat([part.reindex(columns=columns) for part in parts], ignore_index=True)
+    for column in ("n", "family_size", "models", "models_supported", "models_rejected"):
+        table[column] = pd.to_numeric(table[column]).astype("Int64")
+    for column in ("between_model_sd", "model_median"):
+        table[column] = table[column].astype(float)
+    table["model_effects"] = table["model_effects"].fillna("").astype(str)
+    return table
