@@ -263,11 +263,11 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
 
 def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
                     batch_size: int = 128, device="auto", seed: int = 0, hypotheses=None,
-                    similarity=None):
+                    similarity=None, model: str = "model"):
     """:func:`densevis.analysis.tables.analyze` over every rank of the run: the tables on
     rank 0 (equal to a one-process run's), ``None`` on the others."""
-    from densevis.analysis.hypotheses import evaluate
-    from densevis.analysis.tables import analyze, summarize
+    from densevis.analysis.replicates import evaluate_replicated
+    from densevis.analysis.tables import analyze, summarize, with_model
 
     from densevis.analysis.baselines import BASELINES
     from densevis.model import resolve_device
@@ -275,14 +275,16 @@ def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     baselines = BASELINES if baselines is None else tuple(baselines)
     if not world_from_env().sharded:
         return analyze(maps_paths, data_paths, reductions, baselines, batch_size,
-                       resolve_device(str(device)), seed, hypotheses, similarity)
+                       resolve_device(str(device)), seed, hypotheses, similarity, model)
     metrics = metrics_sharded(maps_paths, data_paths, reductions, baselines, batch_size, device,
                               seed)
+    metrics = None if metrics is None else with_model(metrics, model)
     tables = {}
 
     def conclude() -> None:
         if metrics is not None:
             tables.update(metrics=metrics, summary=summarize(metrics),
-                          hypotheses=evaluate(metrics, similarity, hypotheses))
+                          hypotheses=evaluate_replicated(metrics, similarity, hypotheses,
+                                                         default_model=model))
     agree("hypotheses", conclude, values=None)
     return tables or None

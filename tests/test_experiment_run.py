@@ -27,6 +27,7 @@ images_per_set = 16
 pair_scenes = 2
 [model]
 epochs = 1
+replicates = 2
 [probes]
 sets = ["base", "lines_only", "large_squares", "small_circles", "circles_only", "pairs"]
 [saliency]
@@ -82,7 +83,10 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     for name in RUN_TABLES + ("report",):
         assert (tiny_run / (f"{name}.csv" if name != "report" else "report.html")).is_file()
     tables = _tables(tiny_run)
-    assert list(tables["metrics"].columns[:6]) == ["set", "image", "method", "layer",
+    for name in RUN_TABLES:  # every table names the model (replicate) of each row
+        assert tables[name].columns[0] == "model", name
+        assert set(tables[name]["model"]) - {"replicated"} == {"seed0", "seed1"}, name
+    assert list(tables["metrics"].columns[:7]) == ["model", "set", "image", "method", "layer",
                                                    "reduction", "metric"]
     assert HYPOTHESIS_COLUMNS == [c for c in tables["hypotheses"].columns
                                   if c in HYPOTHESIS_COLUMNS]
@@ -94,7 +98,22 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
             "margin", "margin_ci_low", "margin_ci_high"} <= set(behaviour.columns)
     assert "pairs/sides" in set(behaviour["set"])
     assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
-    assert set(tables["sanity"]["test"]) == {"cascading", "independent", "data"}
+    # the first model's checks draw the curves; the other's hold what the verdicts read
+    sanity = tables["sanity"]
+    assert set(sanity[sanity["model"] == "seed0"]["test"]) == {"cascading", "independent",
+                                                               "data"}
+    assert set(sanity[sanity["model"] == "seed1"]["test"]) == {"cascading", "data"}
+    last = sanity[sanity["model"] == "seed1"]
+    assert last[last["test"] == "cascading"]["step_index"].nunique() == 1
+    # replicated rows: one per statistic of the per-model rows, first in the table
+    hypotheses = tables["hypotheses"]
+    assert hypotheses["model"].iloc[0] == "replicated"
+    per_model = hypotheses[hypotheses["model"] == "seed0"]
+    replicated = hypotheses[hypotheses["model"] == "replicated"]
+    keys = ["hypothesis", "method", "layer", "statistic_key"]
+    assert set(map(tuple, per_model[keys].fillna("").values)) == \
+        set(map(tuple, replicated[keys].fillna("").values))
+    assert (replicated["models"] == 2).all()
     assert {"base (val)", "base", "pairs"} <= set(tables["evaluation"]["set"])
     record = json.loads((tiny_run / "provenance.json").read_text())
     assert record["seeds"]["data"] == 0 and "torch" in record["versions"]
@@ -139,7 +158,8 @@ def test_rerun_is_cached_identical_and_never_overwrites(tiny_run, tiny_spec):
     again = run_experiment(load_spec(tiny_spec), tiny_run.parent, progress=False,
                            echo=lines.append)
     assert again != tiny_run and tiny_run.is_dir()
-    assert all("cached" in line for line in lines[:6]), lines  # all but the cheap verdicts
+    assert "every verdict rests on 2 trained models" in lines[0]
+    assert all("cached" in line for line in lines[1:7]), lines  # all but the cheap verdicts
     first, second = _tables(tiny_run), _tables(again)
     for name in RUN_TABLES:
         pd.testing.assert_frame_equal(first[name], second[name])
@@ -158,7 +178,8 @@ def test_killed_run_resumes_with_identical_results(tiny_run, tiny_spec, tmp_path
     monkeypatch.setattr(steps, "analyze", real)
     lines = []
     resumed = run_experiment(load_spec(tiny_spec), tmp_path, progress=False, echo=lines.append)
-    assert [line.split(":")[1].strip().split()[0] for line in lines[:5]] == \
+    stages = [line for line in lines if line.startswith("[")]
+    assert [line.split(":")[1].strip().split()[0] for line in stages[:5]] == \
         ["cached", "cached", "cached", "cached", "done"]
     first, second = _tables(tiny_run), _tables(resumed)
     for name in RUN_TABLES:
@@ -230,14 +251,17 @@ def test_analyze_and_run_give_equal_hypotheses(tiny_run, tiny_spec, tmp_path):
     files = json.loads((tiny_run / "provenance.json").read_text())["files"]
     root = tiny_run.parent.parent  # provenance paths are relative to the run's working folder
     args = ["analyze", "--spec", str(tiny_spec), "--sanity", str(tiny_run / "sanity.csv"),
-            "--out", str(tmp_path / "analysis")]
+            "--model", "seed1", "--out", str(tmp_path / "analysis")]
     for name in load_spec(tiny_spec).probes.sets:
-        args += ["--maps", _resolve(files[f"maps/{name}"]["path"], root),
+        args += ["--maps", _resolve(files[f"maps/seed1/{name}"]["path"], root),
                  "--data", _resolve(files[f"data/{name}"]["path"], root)]
     assert main(args) == 0
     ours = pd.read_csv(tmp_path / "analysis" / "hypotheses.csv")
-    pd.testing.assert_frame_equal(ours, pd.read_csv(tiny_run / "hypotheses.csv"))
+    ours = ours[ours["model"] == "seed1"].reset_index(drop=True)
+    run = pd.read_csv(tiny_run / "hypotheses.csv")
+    pd.testing.assert_frame_equal(ours, run[run["model"] == "seed1"].reset_index(drop=True))
     assert (ours["hypothesis"] == "passes_randomization").any()
+    assert main(args[:5] + ["--model", "seed7"] + args[7:]) == 2  # not a model of the table
 
 
 def _resolve(path: str, root: Path) -> str:

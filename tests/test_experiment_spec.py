@@ -78,6 +78,11 @@ def test_quick_overrides_only_what_it_names():
                                              "file"),
     ("[model]\ncheckpoint = '.'\n", "line 2: key 'model.checkpoint' names a folder"),
     ("[quick.data]\nsizes = 2\n", "line 2: key 'quick.data.sizes' is unknown"),
+    ("[model]\nreplicates = 0\n", "line 2: key 'model.replicates' must be at least 1"),
+    ("[model]\nseeds = [1, 1]\n", "line 2: key 'model.seeds' lists a seed twice"),
+    ("[model]\nseeds = [1, 2]\nreplicates = 3\n", "line 3: key 'model.replicates' is 3 but "
+                                                   "model.seeds lists 2 seeds"),
+    ("[model]\nseeds = 'auto'\n", "line 2: key 'model.seeds' must be a list of an integer"),
     ("[data\n", "<t>: not valid TOML"),
 ])
 def test_bad_specs_name_the_key_and_line(text, message):
@@ -103,3 +108,38 @@ def test_bad_spec_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
 def test_every_shipped_spec_is_valid(path):
     spec = load_spec(path)
     assert spec.name and spec.hypotheses
+
+
+def test_replicates_are_planned_from_the_spec(tmp_path):
+    """Unset: three models on CPU; a count from the first seed; explicit seeds; checkpoints
+    named by their files, one replicate each; data per model only with resample."""
+    from densevis.experiment.steps import data_plan, data_seed, replicate_plan
+
+    assert [r.label for r in replicate_plan(parse_spec("[saliency]\ndevice = 'cpu'\n"))] == \
+        ["seed0", "seed1", "seed2"]
+    spec = parse_spec("[model]\nseed = 4\nreplicates = 2\n")
+    assert [(r.label, r.seed) for r in replicate_plan(spec)] == [("seed4", 4), ("seed5", 5)]
+    plan = replicate_plan(parse_spec("[model]\nseeds = [7, 3]\n"))
+    assert [(r.label, r.seed) for r in plan] == [("seed7", 7), ("seed3", 3)]
+    roles = [role for role, *_ in data_plan(parse_spec("[model]\nseeds = [7, 3]\n"), plan)]
+    assert roles.count("train") == 1 and "train/seed3" not in roles  # shared training data
+    resampled = parse_spec("[data]\nresample = true\n[model]\nseeds = [7, 3]\n")
+    files = {role: seed for role, _, _, seed, _ in data_plan(resampled,
+                                                              replicate_plan(resampled))}
+    assert {"train/seed7", "train/seed3", "val/seed7", "val/seed3"} <= set(files)
+    assert files["train/seed7"] != files["train/seed3"]
+    # a probe set's images do not depend on which other sets the run makes
+    one = {role: seed for role, _, _, seed, _ in data_plan(
+        parse_spec("[probes]\nsets = ['lines_only']\n"), plan)}
+    two = {role: seed for role, _, _, seed, _ in data_plan(
+        parse_spec("[probes]\nsets = ['base', 'pairs', 'lines_only']\n"), plan)}
+    assert one["lines_only"] == two["lines_only"] == data_seed(0, "lines_only")
+    first = tmp_path / "a" / "model.pt"
+    second = tmp_path / "b" / "model.pt"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"")
+    from densevis.experiment.spec import ExperimentSpec, ModelSpec
+    given = ExperimentSpec(model=ModelSpec(checkpoint=[str(first), str(second)]))
+    assert [(r.label, r.given) for r in replicate_plan(given)] == [("model", first),
+                                                                    ("model-2", second)]

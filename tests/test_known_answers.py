@@ -4,9 +4,10 @@ Each model is trained on the ``mixed`` set (circles of every size, a square and 
 independent) under one label rule (``densevis.labels``): a genuine square detector, a line/edge
 detector (positive iff any straight segment), a small-object detector (positive iff any object
 is below the smallest base square, whatever its shape), and a model trained on shuffled labels
-(no cue at all). Then the whole experiment runs on the counterfactual sets and the verdicts on
-the model's behaviour are checked against the planted truth. At this scale (64 px, tiny models)
-the test shows the decision rules, not the full-scale figures (see the README).
+(no cue at all). Each rule trains three models (seeds 0, 1, 2): the verdicts checked are the
+replicated ones (a t test over the three models, :mod:`densevis.analysis.replicates`), against
+the planted truth. At this scale (64 px, small training sets) the test shows the decision rules,
+not the full-scale figures (see the README).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ name = "planted-{rule}"
 [data]
 size = 64
 train_set = "mixed"
-train = 2400
-val = 400
-images_per_set = 128
-pair_scenes = 24
+train = 1200
+val = 300
+images_per_set = 96
+pair_scenes = 16
 [model]
 labels = "{rule}"
-epochs = 6
+epochs = 4
+replicates = 3
 [probes]
 sets = ["base", "lines_only", "small_circles", "circles_only", "pairs"]
 [saliency]
@@ -80,21 +82,38 @@ def tables(tmp_path_factory):
 ])
 def test_planted_cue_gets_exactly_the_right_verdict(tables, rule, hypothesis, expected):
     table = tables[rule]
-    row = table[(table["method"] == "model") & (table["statistic"] == "overall")
-                & (table["hypothesis"] == hypothesis)]
-    assert row["verdict"].tolist() == [expected], table[table["method"] == "model"][
-        ["hypothesis", "statistic", "effect", "ci_low", "ci_high", "verdict"]].to_string()
+    replicated = table[table["model"] == "replicated"]
+    row = replicated[(replicated["method"] == "model") & (replicated["statistic"] == "overall")
+                     & (replicated["hypothesis"] == hypothesis)]
+    assert row["verdict"].tolist() == [expected], replicated[replicated["method"] == "model"][
+        ["hypothesis", "statistic", "effect", "ci_low", "ci_high", "verdict",
+         "model_effects"]].to_string()
 
 
 @pytest.mark.parametrize("rule", ["square", "edge", "small", "shuffled"])
 def test_no_map_verdict_is_supported_without_a_passing_randomization_check(tables, rule):
     table = tables[rule]
     overall = table[table["statistic"] == "overall"]
-    passed = {(r.method, r.layer) for r in overall.itertuples()
-              if r.hypothesis == "passes_randomization" and r.verdict == "supported"}
-    maps = overall[(overall["method"] != "model")
-                   & (overall["hypothesis"] != "passes_randomization")]
-    assert len(maps), "the run has no map verdicts to check"
-    for row in maps.itertuples():
-        if (row.method, row.layer) not in passed:
-            assert row.verdict != "supported", row
+    for model, rows in overall.groupby("model"):
+        # the gate applies per replicate: a replicated map verdict needs every model's check
+        checks = overall if model == "replicated" else rows
+        passed = {}
+        for r in checks[checks["hypothesis"] == "passes_randomization"].itertuples():
+            if r.model != "replicated":
+                passed.setdefault((r.method, r.layer), []).append(r.verdict == "supported")
+        maps = rows[(rows["method"] != "model")
+                    & (rows["hypothesis"] != "passes_randomization")]
+        assert len(maps), "the run has no map verdicts to check"
+        for row in maps.itertuples():
+            if not all(passed.get((row.method, row.layer), [False])):
+                assert row.verdict != "supported", row
+
+
+def test_the_model_without_a_cue_gets_no_supported_behaviour_verdict(tables):
+    """A model trained on shuffled labels learned nothing about the sets: no replicated
+    behaviour statistic of it may be supported (overall or not)."""
+    table = tables["shuffled"]
+    behaviour = table[(table["model"] == "replicated") & (table["method"] == "model")]
+    assert len(behaviour)
+    assert not (behaviour["verdict"] == "supported").any(), \
+        behaviour[["hypothesis", "statistic", "effect", "ci_low", "verdict"]].to_string()

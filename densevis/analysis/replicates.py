@@ -2,41 +2,51 @@
 such as ``seed0``, ``seed1``, ``seed2``), each evaluated by :func:`~densevis.analysis.hypotheses.
 evaluate` as if it were the only one, and one ``replicated`` row per statistic across them.
 
-The rule (:data:`REPLICATION_RULE`, stated with its numbers in every replicated row's ``rule``)
--------------------------------------------------------------------------------------------
-The trained model is the unit (the summary-statistics, or random-effects, approach). Each
-replicate's row gives one number, its ``effect`` e_k (measured from the row's ``null``, as every
-row's effect is). Across the K replicates with a finite effect:
+The replication verdict (:data:`REPLICATION_RULE`, in every replicated row's ``rule``)
+--------------------------------------------------------------------------------------
+Each replicate's row is a finished test of its own (its family-adjusted bounds, p and verdict).
+Across the K replicates:
 
-- ``effect`` = mean of e_k: an estimate of the mean effect over trainings of this recipe;
-- standard error = sd(e_k, ddof=1) / sqrt(K); one-sided p in the row's ``direction`` from
-  Student's t with K - 1 degrees of freedom;
-- Bonferroni within the row's ``family`` over its m testable replicated rows:
-  ``p_adjusted = min(1, m p)``, bounds one-sided at 1 - alpha/m each (``ci_level`` 1 - 2 alpha/m);
-- the verdict by the same :func:`~densevis.analysis.stats.verdict` (and margin) as a single
-  model's rows: supported, rejected or inconclusive;
-- fewer than 2 finite effects: untestable (inconclusive, NaN bounds). Effects that agree exactly
-  (sd 0) give bounds equal to the mean and p = 0 when the mean lies strictly on the hypothesized
-  side of 0, else 1.
+- **supported** iff every model's own row is supported; **rejected** iff every model's own row
+  is rejected; otherwise (they disagree, or one lacks the row) **inconclusive**;
+- ``effect`` is the weakest model's effect (in the hypothesized direction), ``ci_low`` /
+  ``ci_high`` the hull of the models' bounds, ``p_value`` / ``p_adjusted`` the largest: they agree
+  with the verdict as a single model's row does (the hull excludes 0 exactly when every model's
+  bound does);
+- fewer than 2 models: inconclusive ("replication needs at least 2 models").
 
-The assumption: the per-model effects scatter normally around the recipe's mean effect (each
-model's own estimation noise is part of that scatter, so the within-model uncertainty is
-accounted for too). "Replicated" means: the mean over trainings of this recipe (architecture,
-data, schedule; only the seed varies) lies on the hypothesized side. It is not a claim about
-other architectures or training recipes, and not that every trained model shows the effect
-(``models_supported`` says how many did).
+It is an intersection-union test over the models: the claim "all K models show it" is false
+only if some model's own *supported* verdict is false, which happens at most alpha of the time,
+whatever the models' spread. What it claims: the effect holds in each of these K independently
+trained models (replication), not that the mean over all trainings of the recipe lies beyond the
+margin.
 
-Why a t test over models
-------------------------
-- "Supported in all K of K models" is not a test of the mean: when the model effects are drawn
-  around 0 with a spread large against each model's own noise, each model is significant on its
-  own side about half the time, so all K agree on the hypothesized side with probability up to
-  0.5^K: 0.125 for K = 3, far above alpha (``tests/test_replicates.py`` measures it). The
-  per-model tests answer "does this model show it", a question about one model's images.
-- A sign test over the K models is exact without normality, but its smallest p is 0.5^K: it
-  cannot reach p < 0.05 before K = 5, and no family correction before far more models.
-- The t test uses the sizes of the effects, is exact under its normal assumption for any K >= 2,
-  and keeps the false-positive rate at alpha for any between-model spread.
+The t test over models (``mean_*`` columns)
+-------------------------------------------
+The recipe-level question is answered beside it, with the model as the unit (the
+summary-statistics, or random-effects, approach; :func:`replicate`): ``mean_effect`` = mean of
+the per-model effects, standard error sd/sqrt(K), one-sided Student t with K - 1 df, Bonferroni
+within the family (``mean_ci_low`` / ``mean_ci_high`` one-sided at 1 - alpha/m,
+``mean_p_adjusted``), ``mean_verdict`` by the same rule and margin. It assumes the per-model
+effects scatter normally around the recipe's mean.
+
+Why replication decides, and the t test is reported
+----------------------------------------------------
+- The t test over K = 3 models has 2 degrees of freedom: with a family correction it calls an
+  effect only when the models agree closely in size. On the default run, lines alone raised the
+  three models' logit margins by 6.4, 11.5 and 5.9 (each model's own test: supported): the t
+  test is inconclusive. Three models that each clearly show an effect are a replication; the
+  t test answers a different question (the recipe's mean), for which three models are few.
+- "All K of K" is calibrated when the models vary at random around no effect (within the
+  margin: each model is then supported rarely, all K of them more rarely still) and has the power
+  of the weakest model's test for a consistent effect (``tests/test_replicates.py`` measures
+  both). Its limit, stated: if a recipe made models with large effects of random sign, K models
+  would agree by chance with probability 0.5^(K-1) (1/4 for K = 3, either sign; 1/8 on the
+  hypothesized side): a replication of these models, not of the recipe; ``mean_verdict`` and
+  ``between_model_sd`` show that case, and ``models_supported`` of ``models`` says how many
+  models showed it.
+- A sign test over the models is exact without normality, but its smallest p is 0.5^K: it
+  cannot reach p < 0.05 before K = 5.
 
 Overall rows (:data:`REPLICATED_OVERALL_RULE`)
 ---------------------------------------------
@@ -53,7 +63,8 @@ Columns
 replicates' own rows): ``models`` (K; on an ``overall`` row, the replicates evaluated for it),
 ``models_supported`` and ``models_rejected`` (how many replicates' rows have that verdict),
 ``model_effects`` (each replicate's effect in model order, ``nan`` where it has none),
-``between_model_sd`` and ``model_median``.
+``between_model_sd``, ``model_median`` and the t test over models: ``mean_effect``,
+``mean_ci_low``, ``mean_ci_high``, ``mean_p_adjusted``, ``mean_verdict``.
 """
 
 from __future__ import annotations
@@ -73,11 +84,20 @@ from densevis.errors import DensevisError
 REPLICATED = "replicated"
 #: Columns after :data:`~densevis.analysis.hypotheses.COLUMNS` (empty on a replicate's rows).
 EXTRA_COLUMNS = ["models", "models_supported", "models_rejected", "model_effects",
-                 "between_model_sd", "model_median"]
+                 "between_model_sd", "model_median", "mean_effect", "mean_ci_low",
+                 "mean_ci_high", "mean_p_adjusted", "mean_verdict"]
 #: The replication rule of a replicated row (``rule`` column, numbers filled in, followed by the
 #: verdict rule of :func:`~densevis.analysis.stats._rule`).
 REPLICATION_RULE = (
-    "replication across {models} trained models, the model as the unit: effect = mean over "
+    "replication across {models} trained models: supported iff every model's own row is "
+    "supported, rejected iff every model's own row is rejected, else inconclusive (an "
+    "intersection-union test: a claim about these {models} models, each tested at its family's "
+    "level; effect = the weakest model's effect, bounds = the hull of the models' bounds, "
+    "p = the largest). Not a claim about the mean over trainings of the recipe: the mean_* "
+    "columns hold that, a t test over models.")
+#: The t test over models of the ``mean_*`` columns (``rule`` of :func:`replicate`).
+MEAN_RULE = (
+    "t test over {models} trained models, the model as the unit: effect = mean over "
     "models of each model's effect, an estimate of the mean effect over trainings of this "
     "recipe (assuming per-model effects vary normally around it; not a claim about other "
     "architectures or recipes); one-sided t test over models with {df} df, bounds mean -/+ "
@@ -135,7 +155,7 @@ def replicate(effects, *, direction: str = "greater", margin: float = 0.0,
                test=f"t test over models (df {max(k - 1, 0)})",
                between_model_sd=float(e.std(ddof=1)) if k > 1 else np.nan,
                model_median=float(np.median(e)) if k else np.nan,
-               rule=REPLICATION_RULE.format(models=k, df=max(k - 1, 0)) + "; "
+               rule=MEAN_RULE.format(models=k, df=max(k - 1, 0)) + "; "
                + _rule(direction, margin, alpha, m, null), note="")
     if k < 2:
         out["note"] = f"replication needs at least 2 models (K = {k})"
@@ -162,7 +182,9 @@ def _fmt(value: float) -> str:
 def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One replicated row per (hypothesis, method, layer, statistic_key) of the non-overall rows
     of the replicates' hypotheses ``tables`` (label -> table of :func:`evaluate`, in model
-    order), finished within each family (columns ``COLUMNS + EXTRA_COLUMNS``)."""
+    order): the replication verdict (:data:`REPLICATION_RULE`) in the contract columns and the
+    t test over models (:func:`replicate`, within each family) in the ``mean_*`` columns
+    (columns ``COLUMNS + EXTRA_COLUMNS``)."""
     labels = list(tables)
     parts = [t[t["statistic"] != "overall"].assign(model=label)
              for label, t in tables.items() if len(t)]
@@ -179,35 +201,88 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                             f"{'/'.join(str(v) for v in key if v)}; evaluate them with the "
                             f"same specs")
     first = stacked.drop_duplicates(_KEYS).set_index(_KEYS)
-    effects = stacked.set_index(_KEYS + ["model"])["effect"].unstack("model") \
-        .reindex(index=first.index, columns=labels)
-    counts = pd.crosstab([stacked[k] for k in _KEYS], stacked["verdict"]).reindex(
-        index=first.index, columns=["supported", "rejected"], fill_value=0).to_numpy()
+    finished = ["effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "ci_level",
+                "family_size"]
+    stacked = stacked.reindex(columns=list(stacked.columns) + [
+        c for c in finished if c not in stacked.columns])
+    by_model = {column: stacked.set_index(_KEYS + ["model"])[column].unstack("model")
+                .reindex(index=first.index, columns=labels) for column in finished}
+    effects = by_model["effect"].to_numpy(dtype=np.float64)
     sets = grouped["sets"].agg(lambda s: "; ".join(dict.fromkeys(map(str, s)))) \
         .reindex(first.index).to_numpy()
-    finite = np.isfinite(effects.to_numpy(dtype=np.float64))
+    finite = np.isfinite(effects)
     testable = first["family"][finite.sum(axis=1) >= 2].value_counts()
     rows = []
-    for key, row, by_model, ok, (supported, rejected), where in zip(
-            first.index, first.to_dict("records"), effects.to_numpy(dtype=np.float64), finite,
-            counts, sets):
-        result = replicate(by_model, direction=row["direction"], margin=float(row["margin"]),
-                           alpha=float(row["alpha"]),
-                           family_size=int(testable.get(row["family"], 1)),
-                           null=float(row["null"]))
-        lacking = [label for label, present in zip(labels, ok) if not present]
+    for number, (key, row) in enumerate(zip(first.index, first.to_dict("records"))):
+        mean = replicate(effects[number], direction=row["direction"],
+                         margin=float(row["margin"]), alpha=float(row["alpha"]),
+                         family_size=int(testable.get(row["family"], 1)),
+                         null=float(row["null"]))
+        own = {column: table.iloc[number].tolist() for column, table in by_model.items()}
+        result = replication(own, row["direction"], len(labels))
+        lacking = [label for label, present in zip(labels, finite[number]) if not present]
         rows.append({
             **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null", "margin",
                                    "alpha", "family")},
             **result, **dict(zip(_KEYS, key)), "correction": "bonferroni",
             "rank_biserial": np.nan, "paired": False,
-            "estimand": f"mean over models of: {row['estimand']}", "sets": where,
-            "models_supported": int(supported), "models_rejected": int(rejected),
-            "model_effects": "; ".join(_fmt(e) for e in by_model),
+            "estimand": f"the weakest model's: {row['estimand']}", "sets": sets[number],
+            "rule": REPLICATION_RULE.format(models=len(labels)) + " Each model's rule: "
+            + str(row.get("rule", "")),
+            "models": int(finite[number].sum()),
+            "models_supported": own["verdict"].count("supported"),
+            "models_rejected": own["verdict"].count("rejected"),
+            "model_effects": "; ".join(_fmt(e) for e in effects[number]),
+            "between_model_sd": mean["between_model_sd"], "model_median": mean["model_median"],
+            "mean_effect": mean["effect"], "mean_ci_low": mean["ci_low"],
+            "mean_ci_high": mean["ci_high"], "mean_p_adjusted": mean["p_adjusted"],
+            "mean_verdict": mean["verdict"],
             "note": "; ".join(filter(None, (
                 result["note"], f"no finite effect in {', '.join(lacking)}" if lacking
                 else "")))})
     return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
+
+
+def replication(own: dict, direction: str, models: int) -> dict:
+    """The replication verdict of one statistic from each model's finished row (``own``:
+    column -> the values of the K models, in model order): supported iff every model's row is
+    supported, rejected iff every model's is rejected (an intersection-union test over the
+    models: the claim "all K show it" is false only if some model's own verdict is, which
+    happens at most alpha of the time), else inconclusive. Its effect is the weakest model's
+    (in the hypothesized direction), its bounds the hull of the models' bounds and its p the
+    largest, so that they agree with the verdict as a single model's row does.
+
+    >>> own = {"effect": [0.4, 0.2, 0.3], "ci_low": [0.1, 0.05, 0.2], "ci_high": [0.7, 0.4, 0.5],
+    ...        "p_value": [0.001, 0.01, 0.002], "p_adjusted": [0.002, 0.02, 0.004],
+    ...        "verdict": ["supported"] * 3, "ci_level": [0.95] * 3, "family_size": [2] * 3}
+    >>> row = replication(own, "greater", 3)
+    >>> row["verdict"], row["effect"], row["ci_low"], row["p_adjusted"]
+    ('supported', 0.2, 0.05, 0.02)
+    """
+    effect = np.asarray(own["effect"], dtype=np.float64)
+    present = np.isfinite(effect)
+    out = {"n": int(present.sum()), "test": f"intersection-union over {models} models",
+           "ci_level": np.nan, "family_size": pd.NA, "effect": np.nan, "ci_low": np.nan,
+           "ci_high": np.nan, "p_value": np.nan, "p_adjusted": np.nan,
+           "verdict": "inconclusive", "note": ""}
+    if models < 2:
+        out["note"] = f"replication needs at least 2 models (K = {models})"
+        return out
+    if not present.all():
+        return out
+    sign = 1.0 if direction == "greater" else -1.0
+    low = np.asarray(own["ci_low"], dtype=np.float64)
+    high = np.asarray(own["ci_high"], dtype=np.float64)
+    verdicts = list(own["verdict"])
+    out.update(effect=float(effect[np.argmin(sign * effect)]), ci_low=float(low.min()),
+               ci_high=float(high.max()), p_value=float(np.max(own["p_value"])),
+               p_adjusted=float(np.max(own["p_adjusted"])),
+               ci_level=float(np.min(own["ci_level"])),
+               family_size=pd.NA if pd.isna(own["family_size"]).any()
+               else int(np.max(own["family_size"])),
+               verdict="supported" if all(v == "supported" for v in verdicts) else
+               "rejected" if all(v == "rejected" for v in verdicts) else "inconclusive")
+    return out
 
 
 def _gate_reasons(gates: dict, method: str, layer: str) -> list[str]:

@@ -234,10 +234,15 @@ def summarize(metrics: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BASELINES,
             batch_size: int = 128, device="cpu", seed: int = 0, hypotheses=None,
-            similarity: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """``{"metrics", "summary", "hypotheses"}`` tables of maps files against their probe files;
-    ``hypotheses`` (a list of :class:`~densevis.analysis.hypotheses.HypothesisSpec`, default:
-    every registered one) are evaluated with the sanity ``similarity`` table when given."""
+            similarity: pd.DataFrame | None = None,
+            model: str = "model") -> dict[str, pd.DataFrame]:
+    """``{"metrics", "summary", "hypotheses"}`` tables of maps files (of one model, labelled
+    ``model`` in the tables' ``model`` column) against their probe files; ``hypotheses`` (a
+    list of :class:`~densevis.analysis.hypotheses.HypothesisSpec`, default: every registered
+    one) are evaluated with the sanity ``similarity`` table when given, as one replicate
+    (:func:`~densevis.analysis.replicates.evaluate_replicated`)."""
+    from densevis.analysis.replicates import evaluate_replicated
+
     if batch_size < 1:
         raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
     pairs = match_files(maps_paths, data_paths)
@@ -248,9 +253,20 @@ def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BA
         for maps, probe in pairs:
             maps.close()
             probe.close()
-    metrics = pd.concat(frames, ignore_index=True)
+    metrics = with_model(pd.concat(frames, ignore_index=True), model)
     return {"metrics": metrics, "summary": summarize(metrics),
-            "hypotheses": evaluate(metrics, similarity, hypotheses)}
+            "hypotheses": evaluate_replicated(metrics, similarity, hypotheses,
+                                              default_model=model)}
+
+
+def with_model(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """``frame`` with the replicate's ``model`` column first (the tables contract).
+
+    >>> list(with_model(pd.DataFrame({"value": [1.0]}), "seed0").columns)
+    ['model', 'value']
+    """
+    return pd.concat([pd.DataFrame({"model": [label] * len(frame)}, index=frame.index),
+                      frame.drop(columns="model", errors="ignore")], axis=1)
 
 
 def read_table(path) -> pd.DataFrame:

@@ -67,6 +67,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", metavar="SPEC.toml", default=None,
                         help="take the hypotheses from this experiment spec (default: the "
                              "embedded default spec's)")
+    parser.add_argument("--model", default="model", metavar="LABEL",
+                        help="the replicate these maps come from: its label in the tables' "
+                             "model column, and the rows of --sanity used when that table "
+                             "holds several models (default: model)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="family-wise level of every hypothesis (default: the spec's, 0.05)")
 
@@ -97,13 +101,20 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.alpha is not None:
         hypotheses = [dataclasses.replace(h, alpha=args.alpha) for h in hypotheses]
     similarity = read_sanity(args.sanity) if args.sanity else None
+    if similarity is not None and "model" in similarity.columns:
+        models = list(dict.fromkeys(similarity["model"]))
+        if args.model not in models:
+            raise DensevisError(f"--sanity {args.sanity} holds the checks of models "
+                                f"{', '.join(models)}, not of --model {args.model}; pass "
+                                f"--model with the label of the model these maps come from")
+        similarity = similarity[similarity["model"] == args.model]
     init_process_group(world_from_env(), resolve_device(args.device).type)  # if under torchrun
     main_only("setup", lambda: check_outputs(args.out, args.force))  # rank 0 writes the tables
     # a plain run under WORLD_SIZE 1 (or without torchrun): analyze itself
     tables = analyze_sharded(args.maps, args.data, reductions=reductions,
                              baselines=() if args.no_baselines else BASELINES,
                              batch_size=args.batch_size, device=args.device, seed=args.seed,
-                             hypotheses=hypotheses, similarity=similarity)
+                             hypotheses=hypotheses, similarity=similarity, model=args.model)
     paths = main_only("write", lambda: write_tables(args.out, tables, force=args.force))
     if tables is None:  # not rank 0
         return 0

@@ -6,6 +6,7 @@ JSON object of the same figures, for scripts. Timing belongs here, never in unit
 examples:
   densevis bench generate
   densevis bench generate --n 20000 --json
+  densevis bench run --quick        # the whole quick experiment against its 2-minute target
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 HELP = "measure speed and memory (generate, ...) and print the figures"
 
 #: Benchmark targets, each a module ``densevis.bench.<name>`` with HELP, configure and run.
-TARGETS = ("generate", "train", "saliency", "analysis")
+TARGETS = ("generate", "train", "saliency", "analysis", "run")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

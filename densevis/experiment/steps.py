@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from densevis.analysis.tables import read_table
+from densevis.analysis.tables import read_table, with_model
 from densevis.errors import DensevisError
 
 SANITY_SET = "val"  # held-out images of the training set, always present
@@ -85,12 +85,6 @@ def _write_csv(frame: pd.DataFrame, path) -> None:
     with atomic_output(path, force=True) as tmp:
         frame.to_csv(tmp, index=False)
     StageCache.record(path)
-
-
-def with_model(frame: pd.DataFrame, label: str) -> pd.DataFrame:
-    """``frame`` with the replicate's ``model`` column first."""
-    return pd.concat([pd.DataFrame({"model": [label] * len(frame)}, index=frame.index),
-                      frame.drop(columns="model", errors="ignore")], axis=1)
 
 
 # ---------------------------------------------------------------------------------- generate
@@ -160,17 +154,17 @@ def train(runner) -> bool:
             replicate.checkpoint = replicate.given
             replicate.model_key = file_sha256(replicate.given)[:20]
             continue
-        runner.say(f"  training model {replicate.label}")
         replicate.checkpoint, replicate.model_key, done = _trained(
             runner, "train", spec.model.arch, replicate.roles["train"], replicate.roles["val"],
-            train_config(spec, replicate.seed))
+            train_config(spec, replicate.seed), f"model {replicate.label}")
         cached &= done
     return cached
 
 
-def _trained(runner, stage: str, name: str, role: str, val_role: str, config) -> tuple:
+def _trained(runner, stage: str, name: str, role: str, val_role: str, config,
+             what: str) -> tuple:
     """``(checkpoint, cache key, cached)`` of a model trained on data ``role`` (validated on
-    ``val_role``) with ``config``: from the cache, or trained into it."""
+    ``val_role``) with ``config``: from the cache, or trained into it (saying ``what``)."""
     from densevis.train import train as train_files
 
     stages = runner.stages
@@ -179,6 +173,7 @@ def _trained(runner, stage: str, name: str, role: str, val_role: str, config) ->
     path = runner.cache.path("models", name, key, ".pt")
     if runner.cache.reusable(path):
         return path, key, True
+    runner.say(f"  training {what}")
     train_files(stages.data[role], stages.data[val_role], path, config, force=True,
                 progress=runner.progress)
     runner.cache.record(path)
@@ -428,7 +423,7 @@ def _train_shuffled(runner, replicate: Replicate) -> bool:
     replicate.shuffled_checkpoint, replicate.shuffled_key, cached = _trained(
         runner, "train-shuffled", f"{spec.model.arch}-shuffled",
         replicate.roles["train_shuffled"], replicate.roles["val"],
-        _shuffled_config(spec, replicate.seed))
+        _shuffled_config(spec, replicate.seed), f"the shuffled-label model of {replicate.label}")
     return cached
 
 
