@@ -68,8 +68,9 @@ def tables(maps_dir, probe_dir, tmp_path_factory):
 def test_metrics_table(tables):
     _, t = tables
     metrics = t["metrics"]
-    assert list(metrics.columns) == ["set", "image", "method", "layer", "reduction", "metric",
-                                     "value", "note"]
+    assert list(metrics.columns) == ["model", "set", "image", "method", "layer", "reduction",
+                                     "metric", "value", "note"]
+    assert set(metrics["model"]) == {"model"}  # one model: analyze --model's default label
     base = metrics[metrics.set == "base"]
     assert set(METRICS) | {"edge_interior_ratio", "square_mass", "circle_mass",
                            "smallest_object_mass"} <= set(base.metric)
@@ -94,9 +95,14 @@ def test_summary_and_hypotheses(tables):
     assert set(rates.set) == set(SETS) and rates["mean"].between(0, 1).all()
     assert {"n", "n_finite", "mean", "median", "ci_low", "ci_high"} <= set(summary.columns)
     hypotheses = t["hypotheses"]
-    assert list(hypotheses.columns[:10]) == ["hypothesis", "method", "layer", "statistic",
-                                             "effect", "ci_low", "ci_high", "p_value",
-                                             "p_adjusted", "verdict"]
+    assert list(hypotheses.columns[:11]) == ["model", "hypothesis", "method", "layer",
+                                             "statistic", "effect", "ci_low", "ci_high",
+                                             "p_value", "p_adjusted", "verdict"]
+    # one model: its own rows, and replicated rows that cannot be supported (K = 1)
+    assert set(hypotheses.model) == {"replicated", "model"}
+    replicated = hypotheses[hypotheses.model == "replicated"]
+    assert (replicated.verdict != "supported").all()
+    hypotheses = hypotheses[hypotheses.model == "model"]
     assert set(hypotheses.hypothesis) == {"localizes_square", "edge_detector",
                                           "small_object_detector"}
     assert set(hypotheses.verdict) <= {"supported", "rejected", "inconclusive"}

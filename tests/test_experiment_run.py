@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import densevis.experiment.steps as steps
+from densevis.analysis.replicates import EXTRA_COLUMNS
 from densevis.cli import main
 from densevis.experiment import load_spec, run_experiment
 from densevis.report import RUN_TABLES
@@ -113,7 +114,8 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     keys = ["hypothesis", "method", "layer", "statistic_key"]
     assert set(map(tuple, per_model[keys].fillna("").values)) == \
         set(map(tuple, replicated[keys].fillna("").values))
-    assert (replicated["models"] == 2).all()
+    # models: how many had a finite effect (the tiny run leaves some statistics untestable)
+    assert replicated["models"].max() == 2 and replicated["models"].min() >= 0
     assert {"base (val)", "base", "pairs"} <= set(tables["evaluation"]["set"])
     record = json.loads((tiny_run / "provenance.json").read_text())
     assert record["seeds"]["data"] == 0 and "torch" in record["versions"]
@@ -257,9 +259,12 @@ def test_analyze_and_run_give_equal_hypotheses(tiny_run, tiny_spec, tmp_path):
                  "--data", _resolve(files[f"data/{name}"]["path"], root)]
     assert main(args) == 0
     ours = pd.read_csv(tmp_path / "analysis" / "hypotheses.csv")
-    ours = ours[ours["model"] == "seed1"].reset_index(drop=True)
     run = pd.read_csv(tiny_run / "hypotheses.csv")
-    pd.testing.assert_frame_equal(ours, run[run["model"] == "seed1"].reset_index(drop=True))
+    ours, run = (table[table["model"] == "seed1"].reset_index(drop=True) for table in (ours, run))
+    # the columns across models are empty on a model's own rows (their dtype differs by table)
+    assert ours[EXTRA_COLUMNS].isna().all(axis=None) and run[EXTRA_COLUMNS].isna().all(axis=None)
+    pd.testing.assert_frame_equal(ours.drop(columns=EXTRA_COLUMNS),
+                                  run.drop(columns=EXTRA_COLUMNS))
     assert (ours["hypothesis"] == "passes_randomization").any()
     assert main(args[:5] + ["--model", "seed7"] + args[7:]) == 2  # not a model of the table
 

@@ -45,6 +45,7 @@ val = 16
 images_per_set = 8
 [model]
 epochs = 1
+replicates = 1
 [probes]
 sets = ["base"]
 [saliency]

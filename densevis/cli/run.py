@@ -3,12 +3,16 @@ sanity checks -> report, into a new run folder under --out.
 
 Without SPEC, the embedded default (experiments/default.toml) runs: the original study's
 questions (square, edge or small-object detector? do the maps pass the randomization checks?).
+A run trains K replicate models of one recipe ([model] replicates; unset: 3 on CPU, 5 on CUDA)
+and every stage runs per model; every table has a 'model' column. The verdicts are tested per
+model and across them (model 'replicated'): supported iff every model's own verdict is, rejected
+iff every model's is, else inconclusive; the mean_* columns hold a t test over the models.
 Each stage's output is cached in OUT/.cache by a hash of its inputs: a rerun skips finished
 work, and a run killed mid-way resumes; an entry whose bytes are not those recorded when it
 was written is computed again. The spec is checked whole before any work. A finished run
 folder is never overwritten.
 
-Verdicts (hypotheses.csv): per statistic the median (sign test) or Hodges-Lehmann shift
+Verdicts of one model (hypotheses.csv): per statistic the median (sign test) or Hodges-Lehmann shift
 (Mann-Whitney) with bounds that invert the same test, Bonferroni within each family; supported
 = significant and at least the margin, rejected = certainly below the margin. The sanity stage
 checks every saliency method and layer of the spec by default; a map-based verdict is supported
@@ -17,8 +21,8 @@ of its maps to the trained model's, once every layer is re-initialized (and for 
 memorized shuffled labels), certainly below 0.5 (the threshold, with no further margin).
 
 examples:
-  densevis run                          # the default experiment (about 13 minutes on 2 cores)
-  densevis run --quick --out reports    # the same design, small (about 3 minutes)
+  densevis run                          # the default: 3 models, about 8 minutes on 2 cores
+  densevis run --quick --out reports    # the same design at 64 px (about 3 minutes)
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
   pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from densevis.analysis.tables import read_table, with_model
-from densevis.errors import DensevisError
 
 SANITY_SET = "val"  # held-out images of the training set, always present
 AUTO_REPLICATES = {"cpu": 3, "cuda": 5}  # models of a run whose spec leaves replicates unset

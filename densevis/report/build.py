@@ -115,7 +115,15 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
     Verdicts are the replicated ones where the table has them; the plots of localization and
     of the sanity curves show the first model, the behaviour every model."""
     hypotheses = tables["hypotheses"]
+    models = [] if "model" not in hypotheses.columns else \
+        [m for m in dict.fromkeys(hypotheses["model"]) if m != REPLICATED]
+    basis = (f"These verdicts rest on {len(models)} trained model"
+             f"{'s' if len(models) != 1 else ''} ({', '.join(map(str, models))}). "
+             if models else "")
     if "model" in hypotheses.columns and (hypotheses["model"] == REPLICATED).any():
+        basis += (f"Shown: the replicated verdicts, supported iff every model's own verdict is "
+                  f"supported and rejected iff every model's is rejected (models_supported of "
+                  f"models says how many agreed); each model's rows are in hypotheses.csv. ")
         hypotheses = hypotheses[hypotheses["model"] == REPLICATED]
     tables = {name: _first_model(table) if name in ("summary", "sanity") else table
               for name, table in tables.items()}
@@ -127,7 +135,7 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
         [c for c in columns if c in hypotheses.columns]]
     out = [Section(
         "Hypotheses",
-        f"Each hypothesis is tested per method and layer on per-image statistics. "
+        f"{basis}Each hypothesis is tested per method and layer on per-image statistics. "
         f"{VERDICT_RULE} Families: each declared family, split into the model's behaviour and "
         f"its maps. The 'overall' verdict of a hypothesis is supported only if all its primary "
         f"statistics are (none missing), and rejected if any is; secondary statistics are "
