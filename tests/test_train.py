@@ -331,6 +331,10 @@ def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsy
     assert figures["step_ms_plain"] > 0 and figures["step_ms_recipe"] > 0
     assert figures["step_ratio"] == pytest.approx(
         figures["step_ms_recipe"] / figures["step_ms_plain"])
+    # three replicate models trained stacked (vmap) against one after another
+    assert figures["stacked_models"] == 3
+    assert figures["stacked_ratio"] == pytest.approx(
+        figures["stacked_step_ms"] / figures["sequential_step_ms"])
     generated = sorted(p.name for p in tmp_path.iterdir())
     assert len(generated) == 3, "training, validation and test sets"
     assert main(args[:-3] + ["--ratio-steps", "-1"]) == 2

@@ -17,8 +17,8 @@ batches, and ``step_ratio`` is the ratio of their median times (< 1: the recipe 
 And whether training several replicate models at once pays: ``--stacked K`` models' training
 steps (forward, backward) on one batch, one model after another, against the same K models
 stacked (``torch.func.stack_module_state`` and ``vmap``: grouped convolutions underneath);
-``stacked_ratio`` < 1 means stacking is faster. (2 CPU cores, 2026-11-30: 1.28 at 64 px, 1.58 at
-128 px, so runs train their replicates one after another.)
+``stacked_ratio`` < 1 means stacking is faster (it was not on 2 CPU cores: README, Benchmarks;
+runs train their replicates one after another).
 """
 
 from __future__ import annotations
