@@ -21,8 +21,9 @@ A failing assertion shows the effect, its family-adjusted confidence interval, t
 the verdict rule.
 
 Replicates: a run of several trained models (``model`` column: ``seed0``, ``seed1``, ...) has
-``replicated`` rows across them (:mod:`densevis.analysis.replicates`: a t test over the models,
-the trained model as the unit). The assertions check those by default (``model="replicated"``);
+``replicated`` rows across them (:mod:`densevis.analysis.replicates`: supported iff every
+model's own verdict is, rejected iff every model's is; the t test over the models beside it in
+the ``mean_*`` columns). The assertions check those by default (``model="replicated"``);
 pass ``model="seed0"`` to check one replicate, or ``model=None`` to any row. A failure then also
 says in how many models each row was supported and each model's effect. A run without a
 ``model`` column (one model) is checked as before: the ``model`` argument is ignored::

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from densevis.analysis.hypotheses import (COLUMNS, RANDOMIZATION, HypothesisSpec, evaluate,
-                                          evaluate_replicated)
+from densevis.analysis.hypotheses import COLUMNS, RANDOMIZATION, HypothesisSpec, evaluate
 from densevis.analysis.replicates import (EXTRA_COLUMNS, REPLICATED, REPLICATED_OVERALL_RULE,
-                                          replicate, replicated_rows)
+                                          evaluate_replicated, replicate, replicated_rows)
 from densevis.analysis.stats import adjust, test_hypothesis
 from densevis.errors import DensevisError
 

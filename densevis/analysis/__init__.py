@@ -11,7 +11,7 @@
 - :mod:`~densevis.analysis.hypotheses`: the hypothesis registry (``localizes_square``,
   ``edge_detector``, ``small_object_detector``, ``passes_randomization``) and ``evaluate``;
 - :mod:`~densevis.analysis.replicates`: inference across replicate models (``model`` column):
-  ``evaluate_replicated``, a t test over the trained models;
+  ``evaluate_replicated``, replication across the trained models (and a t test over them);
 - :mod:`~densevis.analysis.tables`: the ``metrics``, ``summary`` and ``hypotheses`` tables
   (``densevis analyze``).
 """

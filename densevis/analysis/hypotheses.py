@@ -19,7 +19,8 @@ pass ``passes_randomization`` **in the same table**: unchecked, inconclusive or 
 
 Replicate models (a ``model`` column): :func:`evaluate_replicated` (module
 :mod:`densevis.analysis.replicates`) runs :func:`evaluate` per model and adds the rows across
-them (a t test over the trained models).
+them (replication: supported iff every model's own verdict is; a t test over the models beside
+it).
 
 Built-ins
 ---------
@@ -608,8 +609,3 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     for column in ("n", "family_size"):
         table[column] = table[column].astype("Int64")
     return table
-
-
-# Replicates (several trained models): the rows across them, in their own module; imported last
-# because that module builds on this one.
-from densevis.analysis.replicates import REPLICATED, evaluate_replicated  # noqa: E402,F401

@@ -17,7 +17,7 @@ from densevis.analysis.hypotheses import MODEL
 def wilson(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion.
 
-    >>> tuple(round(v, 3) for v in wilson(5, 10))
+    >>> tuple(round(float(v), 3) for v in wilson(5, 10))
     (0.237, 0.763)
     """
     if n == 0:
