@@ -192,7 +192,7 @@ def _similarity_rows(test: str, step: int, name: str, original: dict, maps: dict
 
 def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, targets,
                        mode: str = "cascading", seed: int = 0, batch_size: int = 64,
-                       every_step: bool = True) -> pd.DataFrame:
+                       every_step: bool = True, original: dict | None = None) -> pd.DataFrame:
     """Similarity of each method's maps to the original's at every randomization step.
 
     Returns a tidy table ``test, step, step_index, method, layer, image, metric, value``
@@ -200,10 +200,12 @@ def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, t
     The Spearman measures are computed at every step, SSIM and HOG (per image in skimage, most
     of the cost) at the last step only: the fully randomized network, which the verdict reads.
     ``every_step=False`` explains the last step alone (the same randomized weights) and records
-    the Spearman measures: what the verdicts read, without the curve.
+    the Spearman measures: what the verdicts read, without the curve. ``original``: the trained
+    model's maps of ``images`` (:func:`run_explain`) when the caller has them already.
     """
     images, targets = np.asarray(images), np.asarray(targets)
-    original = run_explain(explain, model, images, targets, batch_size)
+    if original is None:
+        original = run_explain(explain, model, images, targets, batch_size)
     frames, ranks = [], {}
     steps = len(layer_groups(model))
     for step, name, randomized in randomized_models(model, mode, seed):
@@ -217,10 +219,12 @@ def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, t
 
 def data_randomization_test(model: nn.Module, shuffled_model: nn.Module, explain: Explain,
                             images: np.ndarray, targets, batch_size: int = 64,
-                            measures=SIMILARITIES) -> pd.DataFrame:
-    """Similarity of the maps of a model trained on shuffled labels to the trained model's."""
+                            measures=SIMILARITIES, original: dict | None = None) -> pd.DataFrame:
+    """Similarity of the maps of a model trained on shuffled labels to the trained model's
+    (``original``: the trained model's maps, when the caller has them already)."""
     images, targets = np.asarray(images), np.asarray(targets)
-    original = run_explain(explain, model, images, targets, batch_size)
+    if original is None:
+        original = run_explain(explain, model, images, targets, batch_size)
     maps = run_explain(explain, shuffled_model, images, targets, batch_size)
     return pd.concat(_similarity_rows("data", 1, "shuffled_labels", original, maps, measures),
                      ignore_index=True)

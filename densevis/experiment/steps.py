@@ -367,7 +367,7 @@ def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
     independent test and every similarity measure; otherwise what the verdicts read (the last
     cascading step and the shuffled-label model, Spearman measures)."""
     from densevis.analysis.sanity import (EVERY_STEP, SIMILARITIES, data_randomization_test,
-                                          engine_explain, randomization_test)
+                                          engine_explain, randomization_test, run_explain)
     from densevis.model import load_checkpoint, resolve_device
 
     spec = runner.spec
@@ -377,16 +377,19 @@ def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
     images, targets = _sanity_images(runner, replicate)
     methods, layers, method_layers, params = sanity_selection(spec)
     explain = engine_explain(methods, layers, params, method_layers)
+    original = run_explain(explain, model, images, targets)  # every test compares with these
     frames = []
     for mode, wanted in (("cascading", check.cascading),
                          ("independent", check.independent and curves)):
         if wanted:
             frames.append(randomization_test(model, explain, images, targets, mode,
-                                             seed=spec.analysis.seed, every_step=curves))
+                                             seed=spec.analysis.seed, every_step=curves,
+                                             original=original))
     if check.data_randomization:
         shuffled, _ = load_checkpoint(replicate.shuffled_checkpoint, device)
         frames.append(data_randomization_test(model, shuffled, explain, images, targets,
-                                              measures=SIMILARITIES if curves else EVERY_STEP))
+                                              measures=SIMILARITIES if curves else EVERY_STEP,
+                                              original=original))
         frames.append(_label_fit(runner, replicate, shuffled, device))
     return pd.concat(frames, ignore_index=True)
 
