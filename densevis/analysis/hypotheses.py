@@ -256,7 +256,7 @@ def resolve(spec: HypothesisSpec) -> Hypothesis:
 
 # ------------------------------------------------------------------------------------- context
 _SERIES_KEYS = ["set", "metric", "method", "layer"]
-_LAST_INDEX: list = [lambda: None, {}]  # (weak reference to a metrics table, its row index)
+_LAST_INDEX: list = [lambda: None, {}, ()]  # (a metrics table, its row index, arrays)
 
 
 def _rows_by_key(metrics: pd.DataFrame) -> dict:
@@ -265,8 +265,29 @@ def _rows_by_key(metrics: pd.DataFrame) -> dict:
     million-row table costs seconds. Tables are read, never changed, while tested."""
     if _LAST_INDEX[0]() is not metrics:
         _LAST_INDEX[:] = [weakref.ref(metrics),
-                          metrics.groupby(_SERIES_KEYS, sort=False, dropna=False).indices]
+                          metrics.groupby(_SERIES_KEYS, sort=False, dropna=False).indices,
+                          (np.asarray(metrics["image"], dtype=np.int64),
+                           np.asarray(metrics["value"], dtype=float))]
     return _LAST_INDEX[1]
+
+
+def _image_values(metrics: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``metrics``' image and value columns as numpy arrays, converted once per table."""
+    _rows_by_key(metrics)
+    return _LAST_INDEX[2]
+
+
+def _first_per_image(images: np.ndarray, values: np.ndarray) -> pd.Series:
+    """Per image (sorted) its first non-NaN value, NaN where it has none: what
+    ``groupby("image")["value"].first()`` gives, without a groupby per series."""
+    order = np.argsort(images, kind="stable")
+    images, values = images[order], values[order].astype(float)
+    every = np.unique(images)
+    finite = ~np.isnan(values)
+    found, first = np.unique(images[finite], return_index=True)
+    series = pd.Series(values[finite][first], index=pd.Index(found, name="image"), name="value")
+    return series if len(found) == len(every) else \
+        series.reindex(pd.Index(every, name="image"))
 
 
 def at_layer_resolution(method: str) -> bool:
@@ -286,21 +307,25 @@ class Context:
                                else getattr(spec, name))
                         for name, default in definition.options.items()}
         self.rows: list[dict] = []
+        self._series: dict[tuple, pd.Series] = {}
 
     # -- reading --------------------------------------------------------------------------------
     def series(self, set_name: str, metric: str, method: str = MODEL,
                layer: str = "") -> pd.Series:
         """Per-image values of one metric of one map (or of the model) on one set."""
-        rows = _rows_by_key(self.metrics).get((set_name, metric, method, layer),
-                                              np.empty(0, np.int64))
-        return self.metrics.iloc[rows].groupby("image")["value"].first()
+        key = (set_name, metric, method, layer)
+        if key not in self._series:  # baselines are read once per method and layer compared
+            rows = _rows_by_key(self.metrics).get(key, np.empty(0, np.int64))
+            images, values = _image_values(self.metrics)
+            self._series[key] = _first_per_image(images[rows], values[rows])
+        return self._series[key]
 
     def explained(self, set_name: str, metric: str) -> list[tuple[str, str]]:
         """(method, layer) of the saliency maps scored on ``metric`` in ``set_name``."""
-        rows = self.metrics[(self.metrics["set"] == set_name)
-                            & (self.metrics["metric"] == metric)
-                            & ~self.metrics["method"].isin((MODEL,) + BASELINES)]
-        return sorted(set(zip(rows["method"], rows["layer"])))
+        skip = (MODEL,) + BASELINES
+        return sorted({(method, layer) for (name, scored, method, layer)
+                       in _rows_by_key(self.metrics)
+                       if name == set_name and scored == metric and method not in skip})
 
     def baseline(self, set_name: str, metric: str, baseline: str, method: str,
                  layer: str) -> pd.Series:

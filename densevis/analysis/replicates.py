@@ -305,19 +305,21 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
         ["hypothesis", "method", "layer"])["verdict"] for label, table in tables.items()}
     places = [(h, m, l) for table in tables.values() for h, m, l in zip(
         table["hypothesis"], table["method"], table["layer"])]
+    place = ["hypothesis", "method", "layer"]
+    groups = dict(list(rows.groupby(place, sort=False))) if len(rows) else {}
+    statistics = {label: dict(list(table[table["statistic"] != "overall"].groupby(
+        place, sort=False))) for label, table in tables.items()}
+    empty = rows.iloc[:0]
     out = []
     for name, method, layer in dict.fromkeys(places):
-        group = rows[(rows["hypothesis"] == name) & (rows["method"] == method)
-                     & (rows["layer"] == layer)]
+        group = groups.get((name, method, layer), empty)
         parts = group[group["role"] == "primary"]
         result, notes = combine_verdicts(parts["verdict"]), []
         found = {label: overall[(name, method, layer)] for label, overall in overalls.items()
                  if (name, method, layer) in overall.index}
         incomplete = [label for label in tables if label not in found]
         for label in found:
-            table = tables[label]
-            own = table[(table["hypothesis"] == name) & (table["method"] == method)
-                        & (table["layer"] == layer) & (table["statistic"] != "overall")]
+            own = statistics[label].get((name, method, layer), tables[label].iloc[:0])
             if _missing_primaries(definitions[name], specs[name], method, own,
                                   baselines.get(label, [])) or own["role"].ne("primary").all():
                 incomplete.append(label)
@@ -420,8 +422,8 @@ def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame |
     specs = list(default_specs() if hypotheses is None else hypotheses)
     tables = {label: evaluate(by_metrics.get(label), by_similarity.get(label), specs)
               for label in labels}
-    baselines = {label: [b for b in BASELINES if b in set(by_metrics[label]["method"])]
-                 for label in by_metrics}
+    baselines = {label: [b for b in BASELINES if b in present]
+                 for label, table in by_metrics.items() for present in [set(table["method"])]}
     rows = replicated_rows(tables)
     overall_rows = replicated_overall(rows, tables, {s.name: s for s in specs}, baselines)
     parts = [frame.assign(model=REPLICATED) for frame in (overall_rows, rows) if len(frame)]
