@@ -333,6 +333,13 @@ class _Steps:
         return loss_sum / seen, correct / seen, False
 
 
+def _scored(config: TrainConfig, epoch: int, cut: bool) -> bool:
+    """Whether epoch ``epoch`` (0-based) is validated: always, except the epochs before the last
+    of a run that keeps its last epoch and cannot stop early."""
+    return (config.keep != "last" or config.patience < config.epochs or cut
+            or epoch + 1 == config.epochs)
+
+
 def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = TrainConfig(),
                 progress: bool = True) -> TrainResult:
     """Train ``config.arch`` on ``train_set``; keep the epoch that scores best on ``val_set``
@@ -364,21 +371,27 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
                       unit="batch", leave=False, disable=None if progress else True) as bar:
                 loss, accuracy, cut = steps.epoch(epoch, bar, deadline)
             kept = steps.kept
-            if config.recalibrate:
-                with fast_stem(kept):
-                    recalibrate_batchnorm(kept, calibration, device, config.channels_last)
             entry = {"epoch": epoch + 1, "step": steps.step, "lr": steps.lr(),
-                     "train_loss": loss, "train_accuracy": accuracy,
-                     **_validate(kept, val_set, config, device),
-                     "seconds": time.perf_counter() - start}
+                     "train_loss": loss, "train_accuracy": accuracy}
+            # keeping the last epoch without early stopping, only the last one is validated:
+            # nothing else reads the score (the weights are the same either way)
+            if _scored(config, epoch, cut):
+                if config.recalibrate:
+                    with fast_stem(kept):
+                        recalibrate_batchnorm(kept, calibration, device, config.channels_last)
+                entry.update(_validate(kept, val_set, config, device))
+                if not entry["val_loss"] <= DIVERGED_LOSS:  # NaN included
+                    raise diverged(config, f"validation loss {entry['val_loss']:.3g} at epoch "
+                                           f"{epoch + 1}; guessing gives {math.log(2):.2f}")
+            entry["seconds"] = time.perf_counter() - start
             history.append(entry)
-            if not entry["val_loss"] <= DIVERGED_LOSS:  # NaN included
-                raise diverged(config, f"validation loss {entry['val_loss']:.3g} at epoch "
-                                       f"{epoch + 1}; guessing gives {math.log(2):.2f}")
             if progress:
-                tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}, "
-                           f"val loss {entry['val_loss']:.4f}, val accuracy "
-                           f"{entry['val_accuracy']:.4f}")
+                scored = (f", val loss {entry['val_loss']:.4f}, val accuracy "
+                          f"{entry['val_accuracy']:.4f}" if "val_loss" in entry else "")
+                tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}"
+                           + scored)
+            if "val_loss" not in entry:
+                continue
             if best is None or entry["val_loss"] < best["val_loss"] or config.keep == "last":
                 best, stale = entry, 0
                 best_state = {k: v.detach().clone(memory_format=torch.contiguous_format)

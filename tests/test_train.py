@@ -231,6 +231,22 @@ def test_no_kernel_reads_uninitialized_memory(easy, monkeypatch):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_keeping_the_last_epoch_validates_only_the_last_and_changes_no_weight(easy):
+    """With keep="last" and no early stopping nothing reads the earlier epochs' scores: they are
+    not computed. Validating (and recalibrating BatchNorm) every epoch gives the same weights."""
+    train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
+    config = dataclasses.replace(FAST, epochs=3, keep="last", patience=10**6)
+    last = train_model(train_set, val_set, config, progress=False)
+    every = train_model(train_set, val_set, dataclasses.replace(config, patience=1),
+                        progress=False)
+    assert ["val_loss" in h for h in last.history] == [False, False, True]
+    assert all("val_loss" in h for h in every.history) and every.stopped == "completed"
+    assert last.best == {**last.history[-1]}
+    weights, reference = last.model.state_dict(), every.model.state_dict()
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+    assert last.best["val_loss"] == every.best["val_loss"]
+
+
 def test_shuffled_labels_are_a_permutation_and_teach_nothing(easy):
     train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
     config = dataclasses.replace(FAST, labels="shuffled", epochs=2)
