@@ -126,16 +126,26 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
 
 def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
     page = (tiny_run / "report.html").read_text()
-    assert not re.search(r"""(src|href)=["'](?!data:)""", page), "external reference in report"
+    assert not re.search(r"""(src|href)=["'](?![#]|data:)""", page), "external reference"
     assert page.count("data:image/png;base64,") >= 5
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed here (.ci/run installs Debian's chromium); "
                     "the report was checked for inline images and tables without a browser")
+    # what a reader sees: the answers block, where each contents link lands, every image loaded,
+    # and that a click on a column head sorts the table
     check = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "const a=document.getElementById('answers');"
+             "const links=[...document.querySelectorAll('#contents a')].map(x=>x.hash.slice(1));"
+             "const t=document.querySelector('table.data');const col=t.querySelectorAll('th')[0];"
+             "col.click();const first=[...t.tBodies[0].rows].map(r=>r.cells[0].textContent);"
              "const r={images:i.length,loaded:i.filter(x=>x.complete&&x.naturalWidth>0).length,"
-             "tables:document.querySelectorAll('table').length,"
-             "sections:[...document.querySelectorAll('h2')].map(h=>h.textContent)};"
+             "answers:a?[...a.querySelectorAll('li.answer')].map(x=>x.textContent):null,"
+             "answersTop:a?a.getBoundingClientRect().top:null,"
+             "links:links,missing:links.filter(h=>!document.getElementById(h)),"
+             "sorted:first.every((v,k)=>k==0||first[k-1]<=v),"
+             "details:document.querySelectorAll('details').length,"
+             "sections:[...document.querySelectorAll('section > h2')].map(h=>h.textContent)};"
              "const p=document.createElement('pre');p.id='densevis-check';"
              "p.textContent=JSON.stringify(r);document.body.appendChild(p);});</script>")
     probe = tmp_path / "report.html"
@@ -144,14 +154,22 @@ def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180)
+         "--window-size=1400,900", "--virtual-time-budget=10000", "--dump-dom",
+         probe.as_uri()], capture_output=True, text=True, timeout=180)
     found = re.search(r'<pre id="densevis-check">(.*?)</pre>', done.stdout)
     assert found, f"Chromium did not render the report: {done.stderr[-500:]}"
     result = json.loads(found.group(1))
     assert result["images"] >= 5 and result["loaded"] == result["images"]
-    assert result["tables"] >= 4
-    assert result["sections"][:2] == ["Hypotheses", "Behaviour per probe set"]
+    # one answer per hypothesis of the spec, each with its verdict, on the first screen
+    spec = load_spec(tiny_run / "spec.toml")
+    assert len(result["answers"]) == len(spec.hypotheses)
+    assert all(re.search(r"supported|rejected|inconclusive|mixed", a) for a in result["answers"])
+    assert 0 <= result["answersTop"] < 900
+    assert "mass_on_square" in "".join(result["answers"]) or \
+        any("relevance_mass" in a for a in result["answers"])
+    assert not result["missing"] and len(result["links"]) >= 8
+    assert result["sorted"] and result["details"] >= 4
+    assert result["sections"][:3] == ["Answers", "Hypotheses", "Behaviour per probe set"]
     assert "Provenance" in result["sections"]
 
 

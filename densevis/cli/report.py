@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from densevis.errors import DensevisError
-    from densevis.report.build import RUN_TABLES, sections
-    from densevis.report.html import render_page
+    from densevis.report.build import RUN_TABLES
+    from densevis.report.sections import report_page
     from probes.atomic import atomic_output, check_output_path
 
     folder = Path(args.folder)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DensevisError(f"{provenance} is not readable JSON ({exc}); restore it or remove "
                             f"it") from None
-    page = render_page(args.title or f"densevis report: {folder.name}", sections(tables, record))
+    page, _, _ = report_page(args.title or f"densevis report: {folder.name}", tables, record)
     with atomic_output(out, args.force) as tmp:
         tmp.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({', '.join(tables)})")

@@ -19,10 +19,8 @@ from typing import Iterator
 import pandas as pd
 
 from densevis import __version__
-from densevis.analysis.replicates import REPLICATED
-from densevis.analysis.stats import VERDICT_RULE
-from densevis.report import plots
-from densevis.report.html import Figure, Section, png_of, render_page
+from densevis.report.html import Figure, Section, png_of
+from densevis.report.sections import report_page
 from probes.atomic import (os_error_reason, output_error, publish_folder, remove_stale_temps,
                            temp_path)
 
@@ -65,7 +63,15 @@ def provenance(runner) -> dict:
         if replicate.shuffled_checkpoint:
             files[f"checkpoint_shuffled_labels/{replicate.label}"] = \
                 replicate.shuffled_checkpoint
+    layers = []
+    if stages.replicates and stages.replicates[0].maps:
+        from densevis.maps import MapsFile
+
+        with MapsFile(next(iter(stages.replicates[0].maps.values()))) as maps:
+            layers = list(maps.attrs.get("layers", []))
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "layers": layers,  # network (forward) order: the report orders layers by it
         "spec": dataclasses.asdict(runner.spec),
         "models": [{"model": r.label, "seed": r.seed, "checkpoint": str(r.checkpoint)}
                    for r in stages.replicates],
@@ -108,95 +114,6 @@ def _panels(runner, limit: int) -> list[Figure]:
     return figures
 
 
-def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
-             panels: list[Figure] | None = None) -> list[Section]:
-    """The report's sections from whichever run tables are given (``hypotheses`` required).
-
-    Verdicts are the replicated ones where the table has them; the plots of localization and
-    of the sanity curves show the first model, the behaviour every model."""
-    hypotheses = tables["hypotheses"]
-    models = [] if "model" not in hypotheses.columns else \
-        [m for m in dict.fromkeys(hypotheses["model"]) if m != REPLICATED]
-    basis = (f"These verdicts rest on {len(models)} trained model"
-             f"{'s' if len(models) != 1 else ''} ({', '.join(map(str, models))}). "
-             if models else "")
-    if "model" in hypotheses.columns and (hypotheses["model"] == REPLICATED).any():
-        basis += (f"Shown: the replicated verdicts, supported iff every model's own verdict is "
-                  f"supported and rejected iff every model's is rejected (models_supported of "
-                  f"models says how many agreed); each model's rows are in hypotheses.csv. ")
-        hypotheses = hypotheses[hypotheses["model"] == REPLICATED]
-    tables = {name: _first_model(table) if name in ("summary", "sanity") else table
-              for name, table in tables.items()}
-    headline = hypotheses[hypotheses["statistic"] == "overall"]
-    columns = ["hypothesis", "method", "layer", "statistic", "role", "effect", "ci_low",
-               "ci_high", "ci_level", "p_value", "p_adjusted", "margin", "n", "verdict",
-               "models_supported", "models", "model_effects"]
-    detail = hypotheses[hypotheses["statistic"] != "overall"][
-        [c for c in columns if c in hypotheses.columns]]
-    out = [Section(
-        "Hypotheses",
-        f"{basis}Each hypothesis is tested per method and layer on per-image statistics. "
-        f"{VERDICT_RULE} Families: each declared family, split into the model's behaviour and "
-        f"its maps. The 'overall' verdict of a hypothesis is supported only if all its primary "
-        f"statistics are (none missing), and rejected if any is; secondary statistics are "
-        f"reported beside them. A map-based overall verdict is supported only for a method and "
-        f"layer that pass passes_randomization in the same table; otherwise it is at most "
-        f"inconclusive and its note says why. Method 'model' rows are the model's behaviour "
-        f"(logits), not a saliency map. Each row's rule with its numbers is in hypotheses.csv.",
-        tables=[headline[[c for c in ("hypothesis", "method", "layer", "p_adjusted", "verdict",
-                                      "models_supported", "models", "note")
-                          if c in headline.columns]], detail],
-        figures=[Figure(png, "effects and family-adjusted CIs") for png in
-                 [plots.hypotheses_forest(detail)] if png])]
-    if "behaviour" in tables:
-        behaviour = tables["behaviour"]
-        out.append(Section(
-            "Behaviour per probe set",
-            "What the model says on each set: positive rate (Wilson 95% CI), mean logit margin "
-            "(positive minus negative logit, t 95% CI) and accuracy against the ground truth. "
-            "On 'pairs', one row per edit of the same scenes.",
-            tables=[behaviour] + [tables[t] for t in ("evaluation",) if t in tables],
-            figures=[Figure(png, "positive rate and logit margin per set") for png in
-                     [plots.behaviour_bars(behaviour)] if png]))
-    if "summary" in tables:
-        summary = tables["summary"]
-        out.append(Section(
-            "Localization of the square",
-            "Mean per method and layer (95% t CI) on the base set's images with a square; the "
-            "bands are the null baselines (random, Sobel edge map, centred Gaussian) through the "
-            "same metrics. mass_minus_area is 0 for a uniform map.",
-            tables=[summary[(summary["set"] == "base") & summary["metric"].isin(
-                ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])]],
-            figures=[Figure(png, f"{metric} by method and layer vs null baselines")
-                     for metric in ("mass_minus_area", "density_ratio", "pointing_game")
-                     for png in [plots.localization_by_layer(summary, metric)] if png]))
-    if "sanity" in tables:
-        out.append(Section(
-            "Sanity checks (Adebayo et al. 2018)",
-            "Similarity of each method's maps to the trained model's maps as layers are "
-            "re-initialized from the top down (cascading) and for a model trained on shuffled "
-            "labels. A method whose maps stay similar does not explain the model.",
-            figures=[Figure(png, f"cascading randomization, {metric}") for metric in
-                     ("spearman_abs", "spearman_signed", "ssim")
-                     for png in [plots.sanity_curves(tables["sanity"], metric)] if png]))
-    if panels:
-        out.append(Section("The original study's panels",
-                           "Vanilla and guided backprop as 3x3 panels (all / positive / "
-                           "negative, colour and grey capped at the 99th percentile); Grad-CAM "
-                           "and guided Grad-CAM on every layer.", figures=panels))
-    if record:
-        out.append(Section("Provenance", "Spec, seeds, versions, file hashes and stage timings.",
-                           preformatted=json.dumps(record, indent=2, default=str)))
-    return out
-
-
-def _first_model(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the table's first model (all rows when it has no ``model`` column)."""
-    if "model" not in table.columns or table.empty:
-        return table
-    return table[table["model"] == table["model"].iloc[0]]
-
-
 def _save_figures(parts: list[Section], folder: Path) -> None:
     """Every figure of the report also as a PNG file, numbered in report order."""
     folder.mkdir()
@@ -226,13 +143,15 @@ def write_run(runner) -> Path:
         if runner.spec.source and Path(runner.spec.source).is_file():
             shutil.copyfile(runner.spec.source, tmp / "spec.toml")
         outputs = runner.spec.outputs
-        panels = _panels(runner, outputs.panels_per_set) if outputs.figures else []
-        parts = sections(tables, record, panels) if outputs.figures or outputs.html else []
-        if outputs.figures:
-            _save_figures(parts, tmp / "figures")
-        if outputs.html:
-            page = render_page(f"densevis run: {runner.spec.name}", parts)
-            (tmp / "report.html").write_text(page, encoding="utf-8")
+        if outputs.figures or outputs.html:
+            maps = {"panels": _panels(runner, outputs.panels_per_set)} if outputs.figures else {}
+            page, parts, answers = report_page(f"densevis run: {runner.spec.name}", tables,
+                                               record, maps)
+            (tmp / "answers.md").write_text(answers, encoding="utf-8")
+            if outputs.figures:
+                _save_figures(parts, tmp / "figures")
+            if outputs.html:
+                (tmp / "report.html").write_text(page, encoding="utf-8")
         # a name of its own even when another run of the spec finishes in the same second
         return publish_folder(tmp, run_dir_names(out, stem))
     except OSError as exc:
