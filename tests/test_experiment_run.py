@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -95,9 +96,15 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     assert {"localizes_square", "edge_detector", "small_object_detector",
             "passes_randomization", "mass_on_square"} <= set(tables["hypotheses"]["hypothesis"])
     behaviour = tables["behaviour"]
-    assert {"set", "n", "positive_rate", "positive_rate_ci_low", "positive_rate_ci_high",
-            "margin", "margin_ci_low", "margin_ci_high"} <= set(behaviour.columns)
-    assert "pairs/sides" in set(behaviour["set"])
+    assert list(behaviour.columns) == [
+        "model", "set", "variant", "n", "label_rate", "positive_rate", "positive_rate_ci_low",
+        "positive_rate_ci_high", "logit_margin", "logit_margin_ci_low", "logit_margin_ci_high",
+        "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+    # the set and the edit in columns of their own; "" (read as NaN) on a whole set's row
+    edits = behaviour[behaviour["set"] == "pairs"]
+    assert "sides" in set(edits["variant"]) and edits["variant"].isna().sum() == 2
+    assert set(behaviour["set"]) == set(tomllib.loads(TINY)["probes"]["sets"])
+    assert behaviour["n"].dtype == "int64"
     assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
     # the first model's checks draw the curves; the other's hold what the verdicts read
     sanity = tables["sanity"]
