@@ -307,6 +307,8 @@ def _metrics_entry(runner, path, maps: dict[str, Path], baselines, only_baseline
 
 # ------------------------------------------------------------------------------------ sanity
 def sanity(runner) -> bool:
+    from densevis.analysis.sanity import TABLE_FORMAT
+
     spec, stages = runner.spec, runner.stages
     check = spec.analysis.sanity
     if not (check.cascading or check.independent or check.data_randomization) \
@@ -326,7 +328,7 @@ def sanity(runner) -> bool:
                          data=stages.data_keys[replicate.roles[SANITY_SET]],
                          sanity=dataclasses.asdict(check), shuffled=shuffled_key,
                          explained=sanity_selection(spec), seed=spec.analysis.seed,
-                         curves=curves)
+                         curves=curves, table=TABLE_FORMAT)
         path = runner.cache.path("sanity", "similarity", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False
