@@ -148,11 +148,18 @@ def find_run(path: str | Path) -> Path:
 
 
 def number_of(value) -> str:
-    """A count as written (CSV reads counts with gaps as floats)."""
+    """A count as written ("?" where the row has none)."""
     try:
         return str(int(value))
     except (TypeError, ValueError):
         return "?"
+
+
+def _absent(value) -> bool:
+    """Whether a cell is empty: None, NaN, or NA (a nullable count or flag column)."""
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def _describe(row) -> str:
@@ -163,7 +170,7 @@ def _describe(row) -> str:
     where = "/".join(str(v) for v in (row.get("method"), row.get("layer"))
                      if isinstance(v, str) and v)
     model = row.get("model")
-    if model is not None and not (isinstance(model, float) and math.isnan(model)):
+    if not _absent(model):
         where = "; ".join(filter(None, (str(model), where)))
     level = row.get("ci_level")
     level = f"{level:.4g}" if isinstance(level, float) and not math.isnan(level) else "?"
@@ -173,7 +180,7 @@ def _describe(row) -> str:
             f"{number(row['ci_high'])}), p {number(row['p_value'])}, p adjusted "
             f"{number(row['p_adjusted'])}")
     models = row.get("models")
-    if models is not None and not (isinstance(models, float) and math.isnan(models)):
+    if not _absent(models):
         text += (f"; supported in {number_of(row.get('models_supported'))} of "
                  f"{number_of(models)} models, rejected in "
                  f"{number_of(row.get('models_rejected'))}")

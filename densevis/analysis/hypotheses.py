@@ -606,6 +606,7 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     by_name = {spec.name: spec for spec in specs}
     table = pd.concat([overall(table, definitions, by_name, baselines), table],
                       ignore_index=True)
-    for column in ("n", "family_size"):
+    for column in ("n", "family_size"):  # counts, empty on the overall rows
         table[column] = table[column].astype("Int64")
+    table["paired"] = table["paired"].astype("boolean")  # a flag, not a number
     return table

@@ -432,6 +432,7 @@ def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame |
     table = pd.concat([part.reindex(columns=columns) for part in parts], ignore_index=True)
     for column in ("n", "family_size", "models", "models_supported", "models_rejected"):
         table[column] = pd.to_numeric(table[column]).astype("Int64")
+    table["paired"] = table["paired"].astype("boolean")
     for column in ("between_model_sd", "model_median"):
         table[column] = table[column].astype(float)
     table["model_effects"] = table["model_effects"].fillna("").astype(str)
