@@ -202,8 +202,9 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
     ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``, or a tuple of allowed
     verdicts (e.g. ``("rejected", "inconclusive")``: not supported). By default the ``overall``
     verdict of each matching method and layer is checked (the one its primary statistics
-    decide); pass ``statistic`` (its formula in the ``statistic`` column, or its
-    ``statistic_key``) to check one statistic, or ``None`` to require the verdict of every row.
+    decide); pass ``statistic`` (its ``statistic_key``, e.g. ``"lines_vs_control"`` or
+    ``"mass_vs_baseline.sobel"``; the formula shown in the ``statistic`` column is accepted too)
+    to check one statistic, or ``None`` to require the verdict of every row.
     A failure lists the statistics behind each wrong verdict with effect, its family-adjusted
     CI, p-values and the rule. ``model``: the replicated rows (default), one replicate's
     label, or ``None`` for every model's rows (see the module docstring).
@@ -213,10 +214,12 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
         raise ValueError(f"verdict must be supported, rejected or inconclusive (or a tuple of "
                          f"them), not {verdict!r}")
     rows = run.hypothesis_rows(name, method, layer, model)
-    checked = rows if statistic is None else rows[(rows["statistic"] == statistic)
-                                                  | (rows["statistic_key"] == statistic)]
+    checked = rows if statistic is None else rows[(rows["statistic_key"] == statistic)
+                                                  | (rows["statistic"] == statistic)]
     if checked.empty:
-        listed = "; ".join(sorted(set(rows["statistic"].astype(str))))
+        listed = "; ".join(sorted({f"{key} ({text})" if key != text else key for key, text in
+                                   zip(rows["statistic_key"].astype(str),
+                                       rows["statistic"].astype(str))}))
         raise AssertionError(f"run {run.path} has no statistic {statistic!r} for hypothesis "
                              f"{name!r}; it has: {listed}")
     wrong = [row for _, row in checked.iterrows() if row["verdict"] not in allowed]
@@ -224,8 +227,8 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
         details = []
         for row in wrong:
             details.append(_describe(row))
-            if row["statistic"] == "overall":
-                parts = rows[(rows["statistic"] != "overall")
+            if row["statistic_key"] == "overall":
+                parts = rows[(rows["statistic_key"] != "overall")
                              & (rows.get("model", "") == row.get("model", ""))
                              & (rows["method"].fillna("") == _text(row["method"]))
                              & (rows["layer"].fillna("") == _text(row["layer"]))]

@@ -186,7 +186,7 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     t test over models (:func:`replicate`, within each family) in the ``mean_*`` columns
     (columns ``COLUMNS + EXTRA_COLUMNS``)."""
     labels = list(tables)
-    parts = [t[t["statistic"] != "overall"].assign(model=label)
+    parts = [t[t["statistic_key"] != "overall"].assign(model=label)
              for label, t in tables.items() if len(t)]
     stacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if stacked.empty:
@@ -301,7 +301,7 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
     metrics hold (its per-baseline primaries must cover them)."""
     definitions = {name: resolve(spec) for name, spec in specs.items()}
     gates = {label: _gate(table) for label, table in tables.items()}
-    overalls = {label: table[table["statistic"] == "overall"].set_index(
+    overalls = {label: table[table["statistic_key"] == "overall"].set_index(
         ["hypothesis", "method", "layer"])["verdict"] for label, table in tables.items()}
     places = [(h, m, l) for table in tables.values() for h, m, l in zip(
         table["hypothesis"], table["method"], table["layer"])]
@@ -317,7 +317,7 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
         for label in found:
             table = tables[label]
             own = table[(table["hypothesis"] == name) & (table["method"] == method)
-                        & (table["layer"] == layer) & (table["statistic"] != "overall")]
+                        & (table["layer"] == layer) & (table["statistic_key"] != "overall")]
             if _missing_primaries(definitions[name], specs[name], method, own,
                                   baselines.get(label, [])) or own["role"].ne("primary").all():
                 incomplete.append(label)
