@@ -251,7 +251,7 @@ def assert_localizes(run: Run, method: str, layer: str | None = None,
     Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
     baseline on the same images) as the verdicts do: each must have ``p_adjusted`` at most its
     ``alpha`` (equivalently, its family-adjusted lower bound above 0) and an effect (a share of
-    the map's mass) of at least ``min_effect`` (default: the row's ``margin``, the smallest
+    the map's mass) of at least ``min_effect`` (default: the row's ``effect_margin``, the smallest
     effect that matters). This is a statement about the maps; whether they show the model is
     the randomization check's question (``assert_hypothesis(run, "localizes_square", ...)``
     includes it). ``model``: the replicated rows across replicate models (default; their effect
@@ -265,11 +265,11 @@ def assert_localizes(run: Run, method: str, layer: str | None = None,
                              f"{method}{f' at {layer}' if layer else ''}")
     failing = [row for _, row in checked.iterrows()
                if not (row["p_adjusted"] <= row["alpha"] and row["ci_low"] > 0
-                       and row["effect"] >= (row["margin"] if min_effect is None
+                       and row["effect"] >= (row["effect_margin"] if min_effect is None
                                              else min_effect))]
     if failing:
         details = "\n  ".join(_describe(row) for row in failing)
-        need = "the row's margin" if min_effect is None else f"{min_effect}"
+        need = "the row's effect_margin" if min_effect is None else f"{min_effect}"
         raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
                              f"square (need p adjusted <= alpha, CI low > 0 and an effect of "
                              f"at least {need}):\n  {details}")

@@ -240,14 +240,14 @@ def test_assert_localizes_honours_the_margin(tmp_path):
 
     row = dict(hypothesis="localizes_square", method="vanilla", layer="", role="primary",
                statistic="mass_minus_area > 0", statistic_key="mass_minus_area", ci_low=0.01,
-               ci_high=0.06, p_value=1e-6, p_adjusted=1e-5, alpha=0.05, margin=0.05,
+               ci_high=0.06, p_value=1e-6, p_adjusted=1e-5, alpha=0.05, effect_margin=0.05,
                verdict="inconclusive", effect=0.03)
     pd.DataFrame([row, dict(row, method="gradcam", layer="denseblock3", effect=0.2,
                             ci_low=0.1, verdict="supported")]).to_csv(
         tmp_path / "hypotheses.csv", index=False)
     run = Run(tmp_path)
     assert_localizes(run, method="gradcam", layer="denseblock3")
-    with pytest.raises(AssertionError, match="an effect of at least the row's margin"):
+    with pytest.raises(AssertionError, match="an effect of at least the row's effect_margin"):
         assert_localizes(run, method="vanilla")
     assert_localizes(run, method="vanilla", min_effect=0.02)
     with pytest.raises(AssertionError, match="does not localize"):

@@ -92,7 +92,7 @@ KINDS = ("maps", "behaviour")
 #: The tables contract's ten columns first, then the details.
 COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high",
            "p_value", "p_adjusted", "verdict", "statistic_key", "role", "ci_level", "n",
-           "estimand", "test", "unit", "direction", "null", "margin", "alpha", "family",
+           "estimand", "test", "unit", "direction", "null", "effect_margin", "alpha", "family",
            "family_size", "correction", "rank_biserial", "paired", "sets", "rule", "note"]
 #: How an ``overall`` row decides (its ``rule`` column).
 OVERALL_RULE = ("supported iff every primary statistic is, none is missing and, for maps, the "

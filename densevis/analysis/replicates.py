@@ -192,7 +192,7 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if stacked.empty:
         return pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS)
     grouped = stacked.groupby(_KEYS, sort=False, dropna=False)
-    shared = ["direction", "margin", "alpha", "null", "family"]  # from the same spec
+    shared = ["direction", "effect_margin", "alpha", "null", "family"]  # from the same spec
     spread = grouped[shared].nunique(dropna=False)
     if spread.gt(1).any(axis=None):
         key = spread.index[spread.gt(1).any(axis=1)][0]
@@ -215,15 +215,15 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for number, (key, row) in enumerate(zip(first.index, first.to_dict("records"))):
         mean = replicate(effects[number], direction=row["direction"],
-                         margin=float(row["margin"]), alpha=float(row["alpha"]),
+                         margin=float(row["effect_margin"]), alpha=float(row["alpha"]),
                          family_size=int(testable.get(row["family"], 1)),
                          null=float(row["null"]))
         own = {column: table.iloc[number].tolist() for column, table in by_model.items()}
         result = replication(own, row["direction"], len(labels))
         lacking = [label for label, present in zip(labels, finite[number]) if not present]
         rows.append({
-            **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null", "margin",
-                                   "alpha", "family")},
+            **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null",
+                                   "effect_margin", "alpha", "family")},
             **result, **dict(zip(_KEYS, key)), "correction": "bonferroni",
             "rank_biserial": np.nan, "paired": False,
             "estimand": f"the weakest model's: {row['estimand']}", "sets": sets[number],

@@ -129,7 +129,7 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
               for name, table in tables.items()}
     headline = hypotheses[hypotheses["statistic"] == "overall"]
     columns = ["hypothesis", "method", "layer", "statistic", "role", "effect", "ci_low",
-               "ci_high", "ci_level", "p_value", "p_adjusted", "margin", "n", "verdict",
+               "ci_high", "ci_level", "p_value", "p_adjusted", "effect_margin", "n", "verdict",
                "models_supported", "models", "model_effects"]
     detail = hypotheses[hypotheses["statistic"] != "overall"][
         [c for c in columns if c in hypotheses.columns]]
