@@ -9,10 +9,10 @@ into a tidy table ``set, breakdown, group, metric, value``; the counts (:data:`C
 ``value`` are Python ints, the rest floats, so that the CSV writes counts as integers.
 
 Breakdowns: ``all`` (accuracy, confusion counts, positive rate, mean logit margin, the
-invisible-square ceiling), ``clean`` (negatives and positives whose square touches no circle), ``square_size``
-(positives binned by side), ``touches_circle`` (positives), ``circles_merge`` (negatives whose
-circles touch one another, or not), ``label`` and, for ``pairs``, ``variant`` (the label follows
-the ground truth: 1 iff a square remains).
+invisible-square ceiling), ``clean`` (negatives and positives whose square touches no circle),
+``square_size`` (positives binned by side), ``touches_circle`` (positives), ``circles_merge``
+(negatives whose circles touch one another, or not), ``label`` and, for ``pairs``, ``variant``
+(the label follows the ground truth: 1 iff a square remains).
 
 Examples
 --------

@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="probe set to evaluate on (repeatable)")
     parser.add_argument("--out", metavar="TABLE.csv", help="write the tidy table as CSV")
     parser.add_argument("--per-image", metavar="IMAGES.csv",
-                        help="also write one row per image (prediction, logit margin, square geometry)")
+                        help="also write one row per image (prediction, logit margin, square "
+                             "geometry)")
     parser.add_argument("--batch-size", type=int, default=256, help="default 256")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                         "(default auto: CUDA when present)")
