@@ -1,16 +1,18 @@
-"""Evaluate a classifier on probe sets: accuracy, confusions, margins and where it fails.
+"""Evaluate a classifier on probe sets: accuracy, confusions, logit margins and where it fails.
 
-Per image (:func:`evaluate_images`): the prediction, the logit margin, and the square's geometry
+Per image (:func:`evaluate_images`): the prediction, the logit margin (the positive, "square",
+logit minus the negative one, as everywhere in densevis), and the square's geometry
 from the masks and the objects table: its side, whether it touches a circle (overlaps one or lies
 next to it, so that the two merge into one white blob) and whether it is *invisible* (every square
 pixel is also a circle pixel: white on white, no model can see it). :func:`summarize` turns that
-into a tidy table ``set, breakdown, group, metric, value``.
+into a tidy table ``set, breakdown, group, metric, value``; the counts (:data:`COUNTS`) in
+``value`` are Python ints, the rest floats, so that the CSV writes counts as integers.
 
-Breakdowns: ``all`` (accuracy, confusion counts, positive rate, margins, the invisible-square
-ceiling), ``clean`` (negatives and positives whose square touches no circle), ``square_size``
-(positives binned by side), ``touches_circle`` (positives), ``circles_merge`` (negatives whose
-circles touch one another, or not), ``label`` and, for ``pairs``, ``variant`` (the label follows
-the ground truth: 1 iff a square remains).
+Breakdowns: ``all`` (accuracy, confusion counts, positive rate, mean logit margin, the
+invisible-square ceiling), ``clean`` (negatives and positives whose square touches no circle),
+``square_size`` (positives binned by side), ``touches_circle`` (positives), ``circles_merge``
+(negatives whose circles touch one another, or not), ``label`` and, for ``pairs``, ``variant``
+(the label follows the ground truth: 1 iff a square remains).
 
 Examples
 --------
@@ -35,6 +37,11 @@ from probes.atomic import atomic_output
 #: Square-side bin edges at the reference size of 256 px (scaled to the set's size).
 SIZE_EDGES_256 = (0, 20, 30, 40, 50, 75, 1e9)
 _TOUCH = np.ones((1, 3, 3), bool)  # 8-neighbourhood: a circle next to the square merges with it
+#: The metrics of :func:`summarize` that count images (integers in its ``value`` column).
+COUNTS = ("n", "tn", "fp", "fn", "tp", "invisible_squares")
+#: The format of :func:`summarize`'s table (a run's cache keys include it, so that a table of
+#: an older format is computed again rather than mixed with new ones).
+TABLE_FORMAT = "densevis-evaluation/2"
 
 
 @torch.no_grad()
@@ -108,25 +115,23 @@ def size_bins(side: pd.Series, image_size: int) -> pd.Series:
 
 def evaluate_images(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
                     device: torch.device | str = "cpu", name: str | None = None) -> pd.DataFrame:
-    """One row per image: ``set, image, label, prediction, correct, margin, square_logit,
-    p_square`` and the columns of :func:`scene_geometry` (and ``variant`` for paired sets).
+    """One row per image: ``set, image, label, prediction, correct, logit_margin, p_square``
+    and the columns of :func:`scene_geometry` (and ``variant`` for paired sets).
 
-    ``margin`` is the true class's logit minus the other's (> 0 iff correct, for 2 classes);
-    ``square_logit`` is logit 1 minus logit 0 whatever the label. ``name`` replaces the set's
-    name in the ``set`` column.
+    ``logit_margin`` is the positive (square, class 1) logit minus the negative one, whatever
+    the label (> 0 iff the model says "square"): the metrics' and the behaviour table's logit
+    margin. ``name`` replaces the set's name in the ``set`` column.
     """
     logits = predict(model, probe, batch_size, device, channels_last=True)
     if logits.shape[1] != 2:
         raise DensevisError(f"evaluate needs a 2-class model, got {logits.shape[1]} outputs")
     labels = probe.labels[:].astype(np.int64)
-    square_logit = logits[:, 1] - logits[:, 0]
     frame = scene_geometry(probe)
     frame.insert(0, "set", name or probe.name)
     frame["label"] = labels
     frame["prediction"] = logits.argmax(axis=1)
     frame["correct"] = frame["prediction"] == labels
-    frame["margin"] = np.where(labels == 1, square_logit, -square_logit)
-    frame["square_logit"] = square_logit
+    frame["logit_margin"] = logits[:, 1] - logits[:, 0]
     frame["p_square"] = torch.softmax(torch.from_numpy(logits), dim=1)[:, 1].numpy()
     if probe.has_variants:
         frame["variant"] = probe.variant(slice(None))
@@ -136,7 +141,21 @@ def evaluate_images(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 2
 def _group_metrics(rows: pd.DataFrame) -> dict[str, float]:
     return {"n": len(rows), "accuracy": rows["correct"].mean(),
             "positive_rate": (rows["prediction"] == 1).mean(),
-            "mean_margin": rows["margin"].mean()}
+            "mean_logit_margin": rows["logit_margin"].mean()}
+
+
+def typed_values(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (of :func:`summarize`, e.g. read back from CSV) with its ``value`` column as
+    objects: Python ints for the counts (:data:`COUNTS`), floats otherwise.
+
+    >>> table = pd.DataFrame({"metric": ["n", "accuracy"], "value": [4.0, 0.75]})
+    >>> typed_values(table)["value"].tolist()
+    [4, 0.75]
+    """
+    counts = table["metric"].isin(COUNTS).to_numpy()
+    values = table["value"].to_numpy(dtype=np.float64)
+    typed = [int(v) if count else float(v) for v, count in zip(values, counts)]
+    return table.assign(value=pd.Series(typed, index=table.index, dtype=object))
 
 
 def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.DataFrame:
@@ -148,23 +167,25 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
     Examples
     --------
     >>> rows = pd.DataFrame({"set": "s", "label": [0, 1, 1], "prediction": [0, 1, 0],
-    ...                      "correct": [True, True, False], "margin": [2.0, 1.0, -1.0],
-    ...                      "square_logit": [-2.0, 1.0, -1.0], "square_side": [np.nan, 8, 20],
+    ...                      "correct": [True, True, False], "logit_margin": [-2.0, 1.0, -1.0],
+    ...                      "square_side": [np.nan, 8, 20],
     ...                      "touches_circle": [False, False, True],
     ...                      "invisible": [False, False, True]})
     >>> table = summarize(rows, image_size=128)
     >>> float(table.query("breakdown == 'all' and metric == 'accuracy'")["value"].iloc[0])
     0.6666666666666666
+    >>> table.query("breakdown == 'all' and metric == 'tp'")["value"].iloc[0]
+    1
     """
     records = []
     for set_name, rows in per_image.groupby("set", sort=False):
         def add(breakdown, group, metrics):
-            records.extend((set_name, breakdown, str(group), metric, float(value))
+            records.extend((set_name, breakdown, str(group), metric,
+                            int(value) if metric in COUNTS else float(value))
                            for metric, value in metrics.items())
 
         positives = rows[rows["label"] == 1]
         overall = _group_metrics(rows)
-        overall["mean_square_logit"] = rows["square_logit"].mean()
         for name, (label, prediction) in {"tn": (0, 0), "fp": (0, 1), "fn": (1, 0),
                                           "tp": (1, 1)}.items():
             overall[name] = int(((rows["label"] == label) &
@@ -191,8 +212,10 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
         if "variant" in rows:
             for variant, group in rows.groupby("variant", sort=False):
                 add("variant", variant, _group_metrics(group))
-    return pd.DataFrame.from_records(records, columns=["set", "breakdown", "group", "metric",
-                                                       "value"])
+    table = pd.DataFrame.from_records(records, columns=["set", "breakdown", "group", "metric",
+                                                        "value"])
+    # from_records would make the ints floats: the column is built as objects
+    return table.assign(value=pd.Series([r[-1] for r in records], dtype=object))
 
 
 def format_summary(table: pd.DataFrame) -> str:
@@ -204,8 +227,8 @@ def format_summary(table: pd.DataFrame) -> str:
         lines.append(f"== {set_name}: {int(get[a + ('n',)])} images, accuracy "
                      f"{get[a + ('accuracy',)]:.2%} (ceiling {get[a + ('ceiling',)]:.2%}: "
                      f"{int(get[a + ('invisible_squares',)])} invisible squares), positive rate "
-                     f"{get[a + ('positive_rate',)]:.2%}, mean margin "
-                     f"{get[a + ('mean_margin',)]:.2f}")
+                     f"{get[a + ('positive_rate',)]:.2%}, mean logit margin "
+                     f"(square minus no-square) {get[a + ('mean_logit_margin',)]:.2f}")
         lines.append(f"   confusion (label/prediction): 0/0 {int(get[a + ('tn',)])}  "
                      f"0/1 {int(get[a + ('fp',)])}  1/0 {int(get[a + ('fn',)])}  "
                      f"1/1 {int(get[a + ('tp',)])}")

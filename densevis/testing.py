@@ -148,11 +148,18 @@ def find_run(path: str | Path) -> Path:
 
 
 def number_of(value) -> str:
-    """A count as written (CSV reads counts with gaps as floats)."""
+    """A count as written ("?" where the row has none)."""
     try:
         return str(int(value))
     except (TypeError, ValueError):
         return "?"
+
+
+def _absent(value) -> bool:
+    """Whether a cell is empty: None, NaN, or NA (a nullable count or flag column)."""
+    import pandas as pd
+
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def _describe(row) -> str:
@@ -163,7 +170,7 @@ def _describe(row) -> str:
     where = "/".join(str(v) for v in (row.get("method"), row.get("layer"))
                      if isinstance(v, str) and v)
     model = row.get("model")
-    if model is not None and not (isinstance(model, float) and math.isnan(model)):
+    if not _absent(model):
         where = "; ".join(filter(None, (str(model), where)))
     level = row.get("ci_level")
     level = f"{level:.4g}" if isinstance(level, float) and not math.isnan(level) else "?"
@@ -173,7 +180,7 @@ def _describe(row) -> str:
             f"{number(row['ci_high'])}), p {number(row['p_value'])}, p adjusted "
             f"{number(row['p_adjusted'])}")
     models = row.get("models")
-    if models is not None and not (isinstance(models, float) and math.isnan(models)):
+    if not _absent(models):
         text += (f"; supported in {number_of(row.get('models_supported'))} of "
                  f"{number_of(models)} models, rejected in "
                  f"{number_of(row.get('models_rejected'))}")
@@ -195,8 +202,9 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
     ``verdict`` is ``supported``, ``rejected`` or ``inconclusive``, or a tuple of allowed
     verdicts (e.g. ``("rejected", "inconclusive")``: not supported). By default the ``overall``
     verdict of each matching method and layer is checked (the one its primary statistics
-    decide); pass ``statistic`` (its formula in the ``statistic`` column, or its
-    ``statistic_key``) to check one statistic, or ``None`` to require the verdict of every row.
+    decide); pass ``statistic`` (its ``statistic_key``, e.g. ``"lines_vs_control"`` or
+    ``"mass_vs_baseline.sobel"``; the formula shown in the ``statistic`` column is accepted too)
+    to check one statistic, or ``None`` to require the verdict of every row.
     A failure lists the statistics behind each wrong verdict with effect, its family-adjusted
     CI, p-values and the rule. ``model``: the replicated rows (default), one replicate's
     label, or ``None`` for every model's rows (see the module docstring).
@@ -206,10 +214,12 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
         raise ValueError(f"verdict must be supported, rejected or inconclusive (or a tuple of "
                          f"them), not {verdict!r}")
     rows = run.hypothesis_rows(name, method, layer, model)
-    checked = rows if statistic is None else rows[(rows["statistic"] == statistic)
-                                                  | (rows["statistic_key"] == statistic)]
+    checked = rows if statistic is None else rows[(rows["statistic_key"] == statistic)
+                                                  | (rows["statistic"] == statistic)]
     if checked.empty:
-        listed = "; ".join(sorted(set(rows["statistic"].astype(str))))
+        listed = "; ".join(sorted({f"{key} ({text})" if key != text else key for key, text in
+                                   zip(rows["statistic_key"].astype(str),
+                                       rows["statistic"].astype(str))}))
         raise AssertionError(f"run {run.path} has no statistic {statistic!r} for hypothesis "
                              f"{name!r}; it has: {listed}")
     wrong = [row for _, row in checked.iterrows() if row["verdict"] not in allowed]
@@ -217,8 +227,8 @@ def assert_hypothesis(run: Run, name: str, verdict: str | tuple[str, ...],
         details = []
         for row in wrong:
             details.append(_describe(row))
-            if row["statistic"] == "overall":
-                parts = rows[(rows["statistic"] != "overall")
+            if row["statistic_key"] == "overall":
+                parts = rows[(rows["statistic_key"] != "overall")
                              & (rows.get("model", "") == row.get("model", ""))
                              & (rows["method"].fillna("") == _text(row["method"]))
                              & (rows["layer"].fillna("") == _text(row["layer"]))]
@@ -241,7 +251,7 @@ def assert_localizes(run: Run, method: str, layer: str | None = None,
     Checks the hypothesis's ``mass_minus_area`` statistics (against 0 and against each null
     baseline on the same images) as the verdicts do: each must have ``p_adjusted`` at most its
     ``alpha`` (equivalently, its family-adjusted lower bound above 0) and an effect (a share of
-    the map's mass) of at least ``min_effect`` (default: the row's ``margin``, the smallest
+    the map's mass) of at least ``min_effect`` (default: the row's ``effect_margin``, the smallest
     effect that matters). This is a statement about the maps; whether they show the model is
     the randomization check's question (``assert_hypothesis(run, "localizes_square", ...)``
     includes it). ``model``: the replicated rows across replicate models (default; their effect
@@ -255,11 +265,11 @@ def assert_localizes(run: Run, method: str, layer: str | None = None,
                              f"{method}{f' at {layer}' if layer else ''}")
     failing = [row for _, row in checked.iterrows()
                if not (row["p_adjusted"] <= row["alpha"] and row["ci_low"] > 0
-                       and row["effect"] >= (row["margin"] if min_effect is None
+                       and row["effect"] >= (row["effect_margin"] if min_effect is None
                                              else min_effect))]
     if failing:
         details = "\n  ".join(_describe(row) for row in failing)
-        need = "the row's margin" if min_effect is None else f"{min_effect}"
+        need = "the row's effect_margin" if min_effect is None else f"{min_effect}"
         raise AssertionError(f"{method}{f' at {layer}' if layer else ''} does not localize the "
                              f"square (need p adjusted <= alpha, CI low > 0 and an effect of "
                              f"at least {need}):\n  {details}")

@@ -13,11 +13,12 @@ from densevis.analysis.sanity import (SIMILARITIES, data_randomization_test, lay
                                       map_similarity, randomization_test, randomized_models,
                                       reinitialize)
 from densevis.model import build_model, preprocess
+from densevis.saliency.layers import resolve_layers
 from probes import ProbeSet
 
-DENSENET_STEPS = ["classifier", "features.denseblock4", "features.transition3",
-                  "features.denseblock3", "features.transition2", "features.denseblock2",
-                  "features.transition1", "features.denseblock1", "features.conv0"]
+# named as the maps and every table name layers (children of model.features by their name)
+DENSENET_STEPS = ["classifier", "denseblock4", "transition3", "denseblock3", "transition2",
+                  "denseblock2", "transition1", "denseblock1", "conv0"]
 
 
 def passes_randomization(similarity, similarity_measure: str):
@@ -54,10 +55,13 @@ def cascading(setup):
 
 
 def test_layer_groups_top_down():
-    groups = layer_groups(build_model("original"))
+    model = build_model("original")
+    groups = layer_groups(model)
     assert [name for name, _ in groups] == DENSENET_STEPS
-    assert dict(groups)["features.conv0"] == ["features.conv0", "features.norm0"]
-    assert dict(groups)["features.denseblock4"] == ["features.denseblock4", "features.norm5"]
+    # the step names are the engine's layer names; the module paths re-initialized stay paths
+    assert set(DENSENET_STEPS) - {"classifier"} <= set(resolve_layers(model, "all"))
+    assert dict(groups)["conv0"] == ["features.conv0", "features.norm0"]
+    assert dict(groups)["denseblock4"] == ["features.denseblock4", "features.norm5"]
     resnet = dict(layer_groups(build_model("resnet18")))
     assert resnet["conv1"] == ["conv1", "bn1"] and list(resnet)[0] == "fc"
 

@@ -38,22 +38,27 @@ def test_summary_matches_a_hand_computation():
         "set": "s",
         "label":        [0, 0, 0, 1, 1, 1],
         "prediction":   [0, 1, 0, 1, 0, 1],
-        "margin":       [1.0, -2.0, 3.0, 0.5, -1.0, 4.5],
+        # the square logit minus the no-square logit, whatever the label
+        "logit_margin": [-1.0, 2.0, -3.0, 0.5, -1.0, 4.5],
         "square_side":  [np.nan, np.nan, np.nan, 6, 12, 30],
         "touches_circle": [False, False, False, False, True, True],
         "invisible":    [False, False, False, False, True, False],
         "circles_merge": [False, True, True, False, True, False],
     })
     rows["correct"] = rows["label"] == rows["prediction"]
-    rows["square_logit"] = np.where(rows["label"] == 1, rows["margin"], -rows["margin"])
     table = summarize(rows, image_size=128)
     assert _value(table, "all", "all", "n") == 6
     assert _value(table, "all", "all", "accuracy") == pytest.approx(4 / 6)
     assert [_value(table, "all", "all", m) for m in ("tn", "fp", "fn", "tp")] == [2, 1, 1, 2]
     assert _value(table, "all", "all", "positive_rate") == pytest.approx(3 / 6)
-    assert _value(table, "all", "all", "mean_margin") == pytest.approx(6.0 / 6)
-    assert _value(table, "all", "all", "mean_square_logit") == pytest.approx(
+    assert _value(table, "all", "all", "mean_logit_margin") == pytest.approx(
         (-1 + 2 - 3 + 0.5 - 1 + 4.5) / 6)
+    assert _value(table, "label", "0", "mean_logit_margin") == pytest.approx((-1 + 2 - 3) / 3)
+    # counts are ints in the table, so the CSV writes them without ".0"; rates stay exact floats
+    counts = table[table["metric"].isin(["n", "tn", "fp", "fn", "tp", "invisible_squares"])]
+    assert {type(v) for v in counts["value"]} == {int}
+    text = table.to_csv(index=False)
+    assert "s,all,all,n,6\n" in text and "s,all,all,accuracy,0.6666666666666666\n" in text
     assert _value(table, "all", "all", "ceiling") == pytest.approx(5 / 6)
     assert _value(table, "all", "all", "invisible_squares") == 1
     # clean: the three negatives and the positive whose square touches nothing
@@ -134,14 +139,16 @@ def test_cli_table_matches_a_hand_computation(checkpoint, base_file, probe_dir, 
         logits = predict(model, probe, batch_size=5)
         labels = probe.labels[:].astype(int)
         prediction = logits.argmax(1)
-        margin = (logits[np.arange(len(labels)), labels]
-                  - logits[np.arange(len(labels)), 1 - labels])
+        margin = logits[:, 1] - logits[:, 0]  # positive minus negative, whatever the label
         assert _value(table, "all", "all", "accuracy", name) == pytest.approx(
             (prediction == labels).mean())
         assert _value(table, "all", "all", "positive_rate", name) == pytest.approx(
             prediction.mean())
-        assert _value(table, "all", "all", "mean_margin", name) == pytest.approx(
+        assert _value(table, "all", "all", "mean_logit_margin", name) == pytest.approx(
             margin.mean(), rel=1e-4)
+        negatives = labels == 0
+        assert _value(table, "label", "0", "mean_logit_margin", name) == pytest.approx(
+            margin[negatives].mean(), rel=1e-4)
         assert _value(table, "all", "all", "fn", name) == ((labels == 1) & (prediction == 0)).sum()
     pairs = ProbeSet(probe_dir / "pairs.h5")
     variants = table[(table["set"] == "pairs") & (table["breakdown"] == "variant")]
@@ -150,6 +157,10 @@ def test_cli_table_matches_a_hand_computation(checkpoint, base_file, probe_dir, 
     assert float(removed["value"].iloc[0]) == len(pairs) / 8
     per_image = pd.read_csv(tmp_path / "rows.csv")
     assert len(per_image) == len(ProbeSet(base_file)) + len(pairs)
+    assert "mean logit margin (square minus no-square)" in printed
+    with open(out) as text:  # counts as integers in the CSV text
+        assert all(not line.rsplit(",", 1)[1].strip().endswith(".0")
+                   for line in text if line.split(",")[3] in ("n", "tp", "fp", "tn", "fn"))
 
 
 def test_two_files_of_one_set_are_told_apart(checkpoint, base_file, tmp_path, capsys):

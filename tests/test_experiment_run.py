@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -95,9 +97,15 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     assert {"localizes_square", "edge_detector", "small_object_detector",
             "passes_randomization", "mass_on_square"} <= set(tables["hypotheses"]["hypothesis"])
     behaviour = tables["behaviour"]
-    assert {"set", "n", "positive_rate", "positive_rate_ci_low", "positive_rate_ci_high",
-            "margin", "margin_ci_low", "margin_ci_high"} <= set(behaviour.columns)
-    assert "pairs/sides" in set(behaviour["set"])
+    assert list(behaviour.columns) == [
+        "model", "set", "variant", "n", "label_rate", "positive_rate", "positive_rate_ci_low",
+        "positive_rate_ci_high", "logit_margin", "logit_margin_ci_low", "logit_margin_ci_high",
+        "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+    # the set and the edit in columns of their own; "" (read as NaN) on a whole set's row
+    edits = behaviour[behaviour["set"] == "pairs"]
+    assert "sides" in set(edits["variant"]) and edits["variant"].isna().sum() == 2
+    assert set(behaviour["set"]) == set(tomllib.loads(TINY)["probes"]["sets"])
+    assert behaviour["n"].dtype == "int64"
     assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
     # the first model's checks draw the curves; the other's hold what the verdicts read
     sanity = tables["sanity"]
@@ -122,6 +130,98 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     assert all(len(entry["sha256"]) == 64 for entry in record["files"].values())
     assert len(list((tiny_run / "figures").glob("*.png"))) >= 5
     assert (tiny_run / "spec.toml").read_text() == TINY
+
+
+def _cells(path: Path, column: str) -> list[str]:
+    """The text of one column of a CSV file, as written."""
+    with open(path, newline="") as handle:
+        return [row[column] for row in csv.DictReader(handle)]
+
+
+def test_the_run_tables_agree(tiny_run):
+    """One logit margin, one layer naming, counts written as integers, every image traceable
+    to a probe file in the run folder, and a provenance without absolute paths."""
+    tables = _tables(tiny_run)
+    behaviour, evaluation, metrics = tables["behaviour"], tables["evaluation"], tables["metrics"]
+    margins = metrics[(metrics["method"] == "model") & (metrics["metric"] == "logit_margin")]
+    for model in ("seed0", "seed1"):
+        mine = behaviour[behaviour["model"] == model].fillna({"variant": ""})
+        theirs = evaluation[(evaluation["model"] == model)
+                            & (evaluation["metric"] == "mean_logit_margin")]
+        for set_name, variant in (("lines_only", ""), ("pairs", "sides"), ("base", "")):
+            ours = mine[(mine["set"] == set_name) & (mine["variant"] == variant)]
+            shown = theirs[(theirs["set"] == set_name) & (theirs["breakdown"] == (
+                "variant" if variant else "all")) & (theirs["group"] == (variant or "all"))]
+            ours, shown = float(ours["logit_margin"].iloc[0]), float(shown["value"].iloc[0])
+            # the same definition (square minus no-square logit): the same value and sign
+            # (logits from the maps' pass and from evaluate's: float32 apart)
+            assert ours == pytest.approx(shown, rel=1e-3, abs=1e-3), (model, set_name, variant)
+            if variant == "":
+                assert ours == pytest.approx(margins[(margins["model"] == model) & (
+                    margins["set"] == set_name)]["value"].mean())
+        lines = mine[(mine["set"] == "lines_only") & (mine["variant"] == "")]
+        assert float(lines["positive_rate"].iloc[0]) == \
+            pytest.approx((margins[(margins["model"] == model)
+                                   & (margins["set"] == "lines_only")]["value"] > 0).mean())
+    # sanity steps are named as the maps name layers (and the classifier)
+    from densevis.model import build_model
+    from densevis.saliency.layers import resolve_layers
+
+    sanity = tables["sanity"]
+    steps = set(sanity[sanity["test"].isin(["cascading", "independent"])]["step"])
+    assert steps <= set(resolve_layers(build_model("original"), "all")) | {"classifier"}
+    explained = set(metrics["layer"].dropna()) - {""}
+    assert explained == {"conv0", "denseblock4"} and explained <= steps
+    # counts as integers (empty where a row has none), flags as True/False, in the CSV text
+    integer = re.compile(r"-?[0-9]+")
+    counts = {"hypotheses": ["n", "family_size", "models", "models_supported",
+                             "models_rejected"],
+              "summary": ["n", "n_finite"], "behaviour": ["n"], "metrics": ["image"],
+              "sanity": ["step_index", "image"]}
+    for name, columns in counts.items():
+        for column in columns:
+            cells = [c for c in _cells(tiny_run / f"{name}.csv", column) if c != ""]
+            assert cells and all(integer.fullmatch(c) for c in cells), (name, column)
+    assert set(_cells(tiny_run / "hypotheses.csv", "paired")) == {"True", "False", ""}
+    written = list(zip(_cells(tiny_run / "evaluation.csv", "metric"),
+                       _cells(tiny_run / "evaluation.csv", "value")))
+    assert {metric for metric, _ in written} >= {"n", "tp", "fp", "tn", "fn", "accuracy"}
+    assert all(integer.fullmatch(value) for metric, value in written
+               if metric in ("n", "tp", "fp", "tn", "fn", "invisible_squares"))
+    # every image of metrics.csv lies in a probe file of the run folder, hashed in provenance
+    from probes import ProbeSet, file_sha256
+
+    record = json.loads((tiny_run / "provenance.json").read_text())
+    labels = metrics[(metrics["method"] == "model") & (metrics["metric"] == "label")]
+    for set_name in set(metrics["set"]):
+        copy = tiny_run / "data" / f"{set_name}.h5"
+        entry = record["files"][f"data/{set_name}"]
+        assert (entry["path"], entry["relative_to"]) == (f"data/{set_name}.h5", "run")
+        assert entry["sha256"] == file_sha256(copy)
+        with ProbeSet(copy) as probe:
+            rows = labels[labels["set"] == set_name]
+            assert (probe.labels[:][rows["image"].to_numpy()] == rows["value"]).all()
+    assert sorted(p.stem for p in (tiny_run / "data").iterdir()) == \
+        sorted(tomllib.loads(TINY)["probes"]["sets"])  # the probe sets, not the training data
+    # provenance: relative paths only, resolvable from the run folder or the output folder
+    text = (tiny_run / "provenance.json").read_text()
+    assert str(tiny_run.parent) not in text
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    assert not [s for s in strings(record) if Path(s).is_absolute()]
+    base = {"run": tiny_run, "out": tiny_run.parent}
+    assert all((base[entry["relative_to"]] / entry["path"]).is_file()
+               for entry in record["files"].values())
+    assert record["spec"]["source"] == "tiny.toml"
+    assert record["device"]["saliency"] in ("cpu", "cuda:0")  # not "auto"
+    assert record["device"]["train"] == record["device"]["saliency"]
+    assert record["device"]["threads"] >= 1
 
 
 def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
@@ -251,14 +351,14 @@ def test_assert_localizes_honours_the_margin(tmp_path):
 
     row = dict(hypothesis="localizes_square", method="vanilla", layer="", role="primary",
                statistic="mass_minus_area > 0", statistic_key="mass_minus_area", ci_low=0.01,
-               ci_high=0.06, p_value=1e-6, p_adjusted=1e-5, alpha=0.05, margin=0.05,
+               ci_high=0.06, p_value=1e-6, p_adjusted=1e-5, alpha=0.05, effect_margin=0.05,
                verdict="inconclusive", effect=0.03)
     pd.DataFrame([row, dict(row, method="gradcam", layer="denseblock3", effect=0.2,
                             ci_low=0.1, verdict="supported")]).to_csv(
         tmp_path / "hypotheses.csv", index=False)
     run = Run(tmp_path)
     assert_localizes(run, method="gradcam", layer="denseblock3")
-    with pytest.raises(AssertionError, match="an effect of at least the row's margin"):
+    with pytest.raises(AssertionError, match="an effect of at least the row's effect_margin"):
         assert_localizes(run, method="vanilla")
     assert_localizes(run, method="vanilla", min_effect=0.02)
     with pytest.raises(AssertionError, match="does not localize"):
@@ -269,12 +369,14 @@ def test_analyze_and_run_give_equal_hypotheses(tiny_run, tiny_spec, tmp_path):
     """One evaluation path: 'densevis analyze --sanity' on the run's maps, probe files and
     sanity table, with the run's spec, writes the run's hypotheses.csv."""
     files = json.loads((tiny_run / "provenance.json").read_text())["files"]
-    root = tiny_run.parent.parent  # provenance paths are relative to the run's working folder
+    base = {"run": tiny_run, "out": tiny_run.parent}  # what provenance paths are relative to
     args = ["analyze", "--spec", str(tiny_spec), "--sanity", str(tiny_run / "sanity.csv"),
             "--model", "seed1", "--out", str(tmp_path / "analysis")]
     for name in load_spec(tiny_spec).probes.sets:
-        args += ["--maps", _resolve(files[f"maps/seed1/{name}"]["path"], root),
-                 "--data", _resolve(files[f"data/{name}"]["path"], root)]
+        maps, data = files[f"maps/seed1/{name}"], files[f"data/{name}"]
+        assert data["relative_to"] == "run"  # the run folder's copy: analyze checks its hash
+        args += ["--maps", str(base[maps["relative_to"]] / maps["path"]),
+                 "--data", str(base[data["relative_to"]] / data["path"])]
     assert main(args) == 0
     ours = pd.read_csv(tmp_path / "analysis" / "hypotheses.csv")
     run = pd.read_csv(tiny_run / "hypotheses.csv")
@@ -285,10 +387,6 @@ def test_analyze_and_run_give_equal_hypotheses(tiny_run, tiny_spec, tmp_path):
                                   run.drop(columns=EXTRA_COLUMNS))
     assert (ours["hypothesis"] == "passes_randomization").any()
     assert main(args[:5] + ["--model", "seed7"] + args[7:]) == 2  # not a model of the table
-
-
-def _resolve(path: str, root: Path) -> str:
-    return path if Path(path).is_absolute() or Path(path).exists() else str(root / path)
 
 
 def test_run_command_prints_the_run_folder(tiny_spec, tiny_run, capsys):

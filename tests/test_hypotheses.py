@@ -215,7 +215,7 @@ def test_adding_a_hypothesis_is_one_registered_definition():
                           SPECS[RANDOMIZATION]])
         verdicts = _by(table, "hypothesis", "statistic_key")
         assert verdicts[("square_is_pointed_at", "overall")] == "supported"
-        assert table.loc[table["statistic_key"] == "pointing", "margin"].tolist() == [0.3]
+        assert table.loc[table["statistic_key"] == "pointing", "effect_margin"].tolist() == [0.3]
         from densevis.experiment import parse_spec
         spec = parse_spec('[probes]\nsets = ["lines_only"]\n[[hypotheses]]\n'
                           'name = "square_is_pointed_at"\n', "new.toml")

@@ -48,7 +48,8 @@ def _direct_tables(rng, models: int, reps: int, centre: float, tau: float, margi
     truth = centre + tau * rng.standard_normal((reps, models, 1))
     effects = np.median(rng.normal(truth, 1.0, (reps, models, n)), axis=2)
     base = dict(hypothesis="sim", layer="", statistic="x > 0", role="primary", unit="metric",
-                sets="base", estimand="median", direction="greater", null=0.0, margin=margin,
+                sets="base", estimand="median", direction="greater", null=0.0,
+                effect_margin=margin,
                 alpha=ALPHA, verdict="inconclusive")
     return {f"seed{k}": pd.DataFrame([dict(base, method=f"e{rep}", family=f"e{rep}",
                                            statistic_key=f"s{j}", effect=effects[rep, k])
@@ -131,7 +132,7 @@ def _row(label_effects: dict, key="s", family="f", verdict="supported", **extra)
     return {label: dict(hypothesis="h", method="model", layer="", statistic=f"{key} > 0",
                         statistic_key=key, role="primary", effect=effect, verdict=verdict,
                         estimand="median", unit="logit", direction="greater", null=0.0,
-                        margin=0.1, alpha=ALPHA, family=family, sets="base", **extra)
+                        effect_margin=0.1, alpha=ALPHA, family=family, sets="base", **extra)
             for label, effect in label_effects.items()}
 
 

@@ -10,8 +10,9 @@
     area, i.e. its mean map value relative to the image's mean. 1 = no preference, so regions of
     different sizes compare directly (a line vs circles, the smallest object vs the square).
 ``logit_margin``, ``predicted_positive``
-    Target-class logit minus the best other logit (class 1 = "square"), and whether the model
-    predicts class 1.
+    Target-class logit minus the best other logit (class 1 = "square": with two classes, the
+    square logit minus the no-square logit, whatever the label; the logit margin of every
+    table), and whether the model predicts class 1.
 ``logit_delta_<variant>`` (``pairs``)
     A variant's logit margin minus its scene's original's; the row's ``image`` is the scene's
     original image, so the variants of one scene line up.

@@ -92,7 +92,7 @@ KINDS = ("maps", "behaviour")
 #: The tables contract's ten columns first, then the details.
 COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high",
            "p_value", "p_adjusted", "verdict", "statistic_key", "role", "ci_level", "n",
-           "estimand", "test", "unit", "direction", "null", "margin", "alpha", "family",
+           "estimand", "test", "unit", "direction", "null", "effect_margin", "alpha", "family",
            "family_size", "correction", "rank_biserial", "paired", "sets", "rule", "note"]
 #: How an ``overall`` row decides (its ``rule`` column).
 OVERALL_RULE = ("supported iff every primary statistic is, none is missing and, for maps, the "
@@ -631,6 +631,7 @@ def evaluate(metrics: pd.DataFrame | None, similarity: pd.DataFrame | None = Non
     by_name = {spec.name: spec for spec in specs}
     table = pd.concat([overall(table, definitions, by_name, baselines), table],
                       ignore_index=True)
-    for column in ("n", "family_size"):
+    for column in ("n", "family_size"):  # counts, empty on the overall rows
         table[column] = table[column].astype("Int64")
+    table["paired"] = table["paired"].astype("boolean")  # a flag, not a number
     return table

@@ -186,13 +186,13 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     t test over models (:func:`replicate`, within each family) in the ``mean_*`` columns
     (columns ``COLUMNS + EXTRA_COLUMNS``)."""
     labels = list(tables)
-    parts = [t[t["statistic"] != "overall"].assign(model=label)
+    parts = [t[t["statistic_key"] != "overall"].assign(model=label)
              for label, t in tables.items() if len(t)]
     stacked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if stacked.empty:
         return pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS)
     grouped = stacked.groupby(_KEYS, sort=False, dropna=False)
-    shared = ["direction", "margin", "alpha", "null", "family"]  # from the same spec
+    shared = ["direction", "effect_margin", "alpha", "null", "family"]  # from the same spec
     spread = grouped[shared].nunique(dropna=False)
     if spread.gt(1).any(axis=None):
         key = spread.index[spread.gt(1).any(axis=1)][0]
@@ -215,15 +215,15 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for number, (key, row) in enumerate(zip(first.index, first.to_dict("records"))):
         mean = replicate(effects[number], direction=row["direction"],
-                         margin=float(row["margin"]), alpha=float(row["alpha"]),
+                         margin=float(row["effect_margin"]), alpha=float(row["alpha"]),
                          family_size=int(testable.get(row["family"], 1)),
                          null=float(row["null"]))
         own = {column: table.iloc[number].tolist() for column, table in by_model.items()}
         result = replication(own, row["direction"], len(labels))
         lacking = [label for label, present in zip(labels, finite[number]) if not present]
         rows.append({
-            **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null", "margin",
-                                   "alpha", "family")},
+            **{c: row[c] for c in ("statistic", "role", "unit", "direction", "null",
+                                   "effect_margin", "alpha", "family")},
             **result, **dict(zip(_KEYS, key)), "correction": "bonferroni",
             "rank_biserial": np.nan, "paired": False,
             "estimand": f"the weakest model's: {row['estimand']}", "sets": sets[number],
@@ -301,7 +301,7 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
     metrics hold (its per-baseline primaries must cover them)."""
     definitions = {name: resolve(spec) for name, spec in specs.items()}
     gates = {label: _gate(table) for label, table in tables.items()}
-    overalls = {label: table[table["statistic"] == "overall"].set_index(
+    overalls = {label: table[table["statistic_key"] == "overall"].set_index(
         ["hypothesis", "method", "layer"])["verdict"] for label, table in tables.items()}
     places = [(h, m, l) for table in tables.values() for h, m, l in zip(
         table["hypothesis"], table["method"], table["layer"])]
@@ -434,6 +434,7 @@ def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame |
     table = pd.concat([part.reindex(columns=columns) for part in parts], ignore_index=True)
     for column in ("n", "family_size", "models", "models_supported", "models_rejected"):
         table[column] = pd.to_numeric(table[column]).astype("Int64")
+    table["paired"] = table["paired"].astype("boolean")
     for column in ("between_model_sd", "model_median"):
         table[column] = table[column].astype(float)
     table["model_effects"] = table["model_effects"].fillna("").astype(str)

@@ -25,7 +25,7 @@ Examples
 --------
 >>> from densevis.model import build_model
 >>> [name for name, _ in layer_groups(build_model("original"))][:3]
-['classifier', 'features.denseblock4', 'features.transition3']
+['classifier', 'denseblock4', 'transition3']
 """
 
 from __future__ import annotations
@@ -41,11 +41,16 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from densevis.saliency.layers import layer_name
+
 SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim", "hog")
 EVERY_STEP = ("spearman_abs", "spearman_signed")  # the measures of the intermediate steps
 MODES = ("cascading", "independent")
 Explain = Callable[[nn.Module, np.ndarray, np.ndarray], dict]
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+#: The format of the similarity table (a run's cache keys include it, so that a table of an
+#: older format, whose steps were named by module path, is computed again).
+TABLE_FORMAT = "densevis-sanity/2"
 
 
 def _has_parameters(module: nn.Module) -> bool:
@@ -57,7 +62,10 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
 
     A group is a top-level child with parameters, or, for a container of several such children
     (DenseNet's ``features``), each of those; a normalization layer joins the layer before it
-    (a convolution and its BatchNorm are one step). Each group is ``(name, module paths)``.
+    (a convolution and its BatchNorm are one step). Each group is ``(name, module paths)``:
+    the name of its first module as maps files and tables name layers
+    (:func:`~densevis.saliency.layers.layer_name`: ``denseblock4``, ``classifier``), the paths
+    of the modules it re-initializes (``features.denseblock4``, ``features.norm5``).
     """
     units = []
     for name, child in model.named_children():
@@ -72,7 +80,7 @@ def layer_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
         if groups and isinstance(module, _NORMS):
             groups[-1][1].append(name)
         else:
-            groups.append((name, [name]))
+            groups.append((layer_name(model, name), [name]))
     return groups[::-1]
 
 

@@ -22,8 +22,9 @@ Error control (:func:`adjust`, within each declared family of ``m`` tested rows,
 - ``ci_low``/``ci_high`` are simultaneous bounds: each one-sided at confidence ``1 - alpha/m``
   (``ci_level`` = ``1 - 2 alpha/m`` two-sided);
 - **supported**: the bound on the hypothesized side excludes 0 (equivalently
-  ``p_adjusted <= alpha``) and the estimate is at least ``margin`` (significant and meaningful);
-- **rejected**: the bound on the other side excludes every effect of at least ``margin``: a
+  ``p_adjusted <= alpha``) and the estimate is at least the row's ``effect_margin`` (the
+  ``margin`` argument; significant and meaningful);
+- **rejected**: the bound on the other side excludes every effect of at least it: a
   non-superiority test at ``alpha/m``, so within a family the chance that any row is falsely
   rejected is at most ``alpha`` too (an ``overall`` verdict, whose primaries share a family,
   is falsely rejected with probability at most ``alpha``);
@@ -58,8 +59,9 @@ EXACT_PAIRS = 250_000
 VERDICT_RULE = (
     "Within each family of m tested rows: supported when the one-sided (1 - alpha/m) "
     "confidence bound of the effect excludes 0 in the hypothesized direction (equivalently "
-    "p_adjusted = min(1, m p) <= alpha) and the estimate is at least `margin`; rejected when the "
-    "bound on the other side excludes every effect of at least `margin`; inconclusive otherwise "
+    "p_adjusted = min(1, m p) <= alpha) and the estimate is at least `effect_margin` (the "
+    "smallest effect that matters); rejected when the bound on the other side excludes every "
+    "effect of at least `effect_margin`; inconclusive otherwise "
     "(also when too few values). The effect, its bounds and p refer to one estimand: the "
     "median (sign test) for one sample or paired values, the Hodges-Lehmann shift "
     "(Mann-Whitney test) for two independent samples.")
@@ -184,10 +186,11 @@ def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float
     Returns
     -------
     dict
-        ``n, effect, estimand, test, p_value, rank_biserial, direction, null, margin, alpha,
-        paired, note`` and ``evidence`` (an :class:`Evidence`, or None when untestable).
-        Bounds, ``p_adjusted`` and the verdict come from :func:`adjust` (a family) or
-        :func:`adjust_one` (a row alone).
+        ``n, effect, estimand, test, p_value, rank_biserial, direction, null, effect_margin``
+        (= ``margin``: the hypotheses table's name, apart from the logit margin),
+        ``alpha, paired, note`` and ``evidence`` (an :class:`Evidence`, or None when
+        untestable). Bounds, ``p_adjusted`` and the verdict come from :func:`adjust` (a family)
+        or :func:`adjust_one` (a row alone).
     """
     if direction not in DIRECTIONS:
         raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
@@ -212,7 +215,7 @@ def test_hypothesis(values_a, values_b=None, *, paired: bool = True, null: float
     result = dict(n=int(len(a) if b is None else len(a) + len(b)), effect=np.nan,
                   estimand=ESTIMANDS[design], test=TEST_NAMES[design], p_value=np.nan,
                   rank_biserial=np.nan, direction=direction, null=float(null),
-                  margin=float(margin), alpha=float(alpha), paired=design == "paired",
+                  effect_margin=float(margin), alpha=float(alpha), paired=design == "paired",
                   note="", evidence=None)
     if min(len(a), len(b) if b is not None else len(a)) < min_n:
         result["note"] = f"too few values (n < {min_n})"
@@ -241,14 +244,16 @@ def _finish(row, family_size: int) -> dict:
     """Bounds, adjusted p, verdict and rule of one row in a family of ``family_size``."""
     evidence, alpha = row["evidence"], row["alpha"]
     out = {"family_size": family_size, "ci_level": 1 - 2 * alpha / family_size,
-           "rule": _rule(row["direction"], row["margin"], alpha, family_size, row["null"])}
+           "rule": _rule(row["direction"], row["effect_margin"], alpha, family_size,
+                         row["null"])}
     if evidence is None:
         return {**out, "ci_low": np.nan, "ci_high": np.nan, "p_adjusted": np.nan,
                 "verdict": "inconclusive"}
     low, high = evidence.bounds(1 - alpha / family_size)
     return {**out, "ci_low": low, "ci_high": high,
             "p_adjusted": min(1.0, family_size * row["p_value"]),
-            "verdict": verdict(row["effect"], low, high, row["direction"], row["margin"])}
+            "verdict": verdict(row["effect"], low, high, row["direction"],
+                               row["effect_margin"])}
 
 
 def adjust_one(row: dict) -> dict:

@@ -270,13 +270,35 @@ def with_model(frame: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def read_table(path) -> pd.DataFrame:
-    """A table CSV as written: empty text stays "" (a pixel method's layer), not NaN."""
+    """A table CSV (a file path) as written: empty text stays "" (a pixel method's layer), not
+    NaN; a column of integers with empty cells (a count that some rows lack, as ``n`` on the
+    hypotheses' ``overall`` rows) is nullable ``Int64``, not float, and one of True / False
+    with empty cells nullable ``boolean``, not text."""
     frame = pd.read_csv(path)
+    gaps = [column for column in frame.columns if _whole_with_gaps(frame[column])]
+    if gaps:  # only the text tells a count ("3") from a float that happens to be whole ("3.0")
+        text = pd.read_csv(path, usecols=gaps, dtype=str, keep_default_na=False)
+        for column in gaps:
+            written = text[column][text[column] != ""]
+            if written.str.fullmatch(r"-?[0-9]+").all():
+                frame[column] = frame[column].astype("Int64")
     for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all():
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), "") \
-                .astype(str)
+        values = frame[column]
+        present = values.dropna()
+        if values.dtype == object and len(present) and \
+                present.map(lambda v: isinstance(v, bool)).all():
+            frame[column] = values.astype("boolean")
+        elif not pd.api.types.is_numeric_dtype(values) or values.isna().all():
+            frame[column] = values.astype(object).where(values.notna(), "").astype(str)
     return frame
+
+
+def _whole_with_gaps(values: pd.Series) -> bool:
+    """Floats with some NaN whose other values are all whole numbers (a candidate count)."""
+    if values.dtype != np.float64:
+        return False
+    present = values.to_numpy()[~values.isna().to_numpy()]
+    return 0 < len(present) < len(values) and bool(np.all(np.floor(present) == present))
 
 
 #: Columns a sanity similarity table (:mod:`densevis.analysis.sanity`) must have.

@@ -118,7 +118,7 @@ def _analyze(args: argparse.Namespace) -> int:
     paths = main_only("write", lambda: write_tables(args.out, tables, force=args.force))
     if tables is None:  # not rank 0
         return 0
-    verdicts = tables["hypotheses"].query("statistic == 'overall'")["verdict"].value_counts()
+    verdicts = tables["hypotheses"].query("statistic_key == 'overall'")["verdict"].value_counts()
     counts = ", ".join(f"{count} {name}" for name, count in verdicts.items()) or "none testable"
     print(f"wrote {', '.join(str(p) for p in paths)}: {len(tables['metrics'])} metric rows; "
           f"overall verdicts: {counts}")

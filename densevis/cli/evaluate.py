@@ -1,12 +1,12 @@
-"""Evaluate a checkpoint on probe sets: accuracy, confusions, margins and where it fails.
+"""Evaluate a checkpoint on probe sets: accuracy, confusions, logit margins and where it fails.
 
 Per set (named by the file's 'set' attribute): accuracy, confusion counts, positive rate, mean
-logit margin (true class minus the other), the ceiling set by invisible squares (wholly inside a
-circle, from the masks), accuracy on the clean part (negatives and positives whose square touches
-no circle), and accuracy by square size, by whether the square touches a circle, by whether a
-negative's circles merge into one blob and, for pairs, by variant (the label follows the ground
-truth: 1 iff a square remains). The tidy table (set, breakdown, group, metric, value) goes to
---out as CSV.
+logit margin (the square logit minus the no-square logit, whatever the label), the ceiling set
+by invisible squares (wholly inside a circle, from the masks), accuracy on the clean part
+(negatives and positives whose square touches no circle), and accuracy by square size, by
+whether the square touches a circle, by whether a negative's circles merge into one blob and,
+for pairs, by variant (the label follows the ground truth: 1 iff a square remains). The tidy
+table (set, breakdown, group, metric, value; counts as integers) goes to --out as CSV.
 
 examples:
   densevis evaluate --checkpoint model.pt --data val.h5
@@ -27,7 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="probe set to evaluate on (repeatable)")
     parser.add_argument("--out", metavar="TABLE.csv", help="write the tidy table as CSV")
     parser.add_argument("--per-image", metavar="IMAGES.csv",
-                        help="also write one row per image (prediction, margin, square geometry)")
+                        help="also write one row per image (prediction, logit margin, square "
+                             "geometry)")
     parser.add_argument("--batch-size", type=int, default=256, help="default 256")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                         "(default auto: CUDA when present)")

@@ -192,7 +192,7 @@ def checkpoint_paths(spec) -> list[Path]:
 
 # ---------------------------------------------------------------------------------- evaluate
 def evaluate(runner) -> bool:
-    from densevis.evaluation import evaluate_checkpoint
+    from densevis.evaluation import TABLE_FORMAT, evaluate_checkpoint, typed_values
 
     stages, cached, frames = runner.stages, True, []
     for replicate in stages.replicates:
@@ -200,14 +200,16 @@ def evaluate(runner) -> bool:
         # named by role: the validation set is "base (val)" beside the probe set "base"
         names = [f"{runner.spec.data.train_set} (val)"] + roles[1:]
         key = runner.key("evaluate", model=replicate.model_key,
-                         data=[stages.data_keys[role] for role in roles], names=names)
+                         data=[stages.data_keys[role] for role in roles], names=names,
+                         table=TABLE_FORMAT)
         path = runner.cache.path("evaluate", "evaluation", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False
             table, _ = evaluate_checkpoint(replicate.checkpoint, [stages.data[r] for r in roles],
                                            device=runner.spec.saliency.device, names=names)
             _write_csv(table, path)
-        frames.append(with_model(read_table(path), replicate.label))
+        # read_csv makes the counts floats; as ints again, the run's evaluation.csv writes "12"
+        frames.append(with_model(typed_values(read_table(path)), replicate.label))
     stages.tables["evaluation"] = pd.concat(frames, ignore_index=True)
     return cached
 
@@ -305,6 +307,8 @@ def _metrics_entry(runner, path, maps: dict[str, Path], baselines, only_baseline
 
 # ------------------------------------------------------------------------------------ sanity
 def sanity(runner) -> bool:
+    from densevis.analysis.sanity import TABLE_FORMAT
+
     spec, stages = runner.spec, runner.stages
     check = spec.analysis.sanity
     if not (check.cascading or check.independent or check.data_randomization) \
@@ -324,7 +328,7 @@ def sanity(runner) -> bool:
                          data=stages.data_keys[replicate.roles[SANITY_SET]],
                          sanity=dataclasses.asdict(check), shuffled=shuffled_key,
                          explained=sanity_selection(spec), seed=spec.analysis.seed,
-                         curves=curves)
+                         curves=curves, table=TABLE_FORMAT)
         path = runner.cache.path("sanity", "similarity", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False

@@ -1,4 +1,4 @@
-"""The behaviour table of a run: per probe set (and ``pairs`` variant) what the model does.
+"""The behaviour table of a run: per probe set (and ``pairs`` edit) what the model does.
 
 (The hypotheses of a run are evaluated by :func:`densevis.analysis.hypotheses.evaluate`, as
 ``densevis analyze`` and the pytest plugin evaluate them.)
@@ -29,7 +29,14 @@ def wilson(successes: float, n: int, level: float = 0.95) -> tuple[float, float]
     return centre - half, centre + half
 
 
-def _behaviour_row(name: str, part: pd.DataFrame) -> dict:
+#: The behaviour table's columns (``variant`` is "" on a whole set's row).
+BEHAVIOUR_COLUMNS = ["set", "variant", "n", "label_rate", "positive_rate",
+                     "positive_rate_ci_low", "positive_rate_ci_high", "logit_margin",
+                     "logit_margin_ci_low", "logit_margin_ci_high", "accuracy", "accuracy_ci_low",
+                     "accuracy_ci_high"]
+
+
+def _behaviour_row(name: str, variant: str, part: pd.DataFrame) -> dict:
     n = len(part)
     positive = part["predicted_positive"].to_numpy(dtype=float)
     margin = part["logit_margin"].to_numpy(dtype=float)
@@ -38,18 +45,22 @@ def _behaviour_row(name: str, part: pd.DataFrame) -> dict:
         else float("nan")
     low, high = wilson(positive.sum(), n)
     acc_low, acc_high = wilson(correct.sum(), n)
-    return {"set": name, "n": n, "label_rate": float(part["label"].mean()),
+    return {"set": name, "variant": variant, "n": n, "label_rate": float(part["label"].mean()),
             "positive_rate": positive.mean(), "positive_rate_ci_low": low,
-            "positive_rate_ci_high": high, "margin": margin.mean(),
-            "margin_ci_low": margin.mean() - half, "margin_ci_high": margin.mean() + half,
+            "positive_rate_ci_high": high, "logit_margin": margin.mean(),
+            "logit_margin_ci_low": margin.mean() - half,
+            "logit_margin_ci_high": margin.mean() + half,
             "accuracy": correct.mean(), "accuracy_ci_low": acc_low,
             "accuracy_ci_high": acc_high}
 
 
 def behaviour_table(metrics: pd.DataFrame, data: dict, sets) -> pd.DataFrame:
-    """Per probe set (and per ``pairs`` variant): n, positive rate, logit margin, accuracy, CIs.
+    """Per probe set and, on sets with variants (``pairs``), per edit: n, label rate, positive
+    rate, logit margin, accuracy and their 95% CIs (columns :data:`BEHAVIOUR_COLUMNS`).
 
-    Positive rates and accuracies have Wilson intervals, margins t intervals of the mean.
+    ``logit_margin`` is the metrics' (positive logit minus negative logit), averaged.
+    ``variant`` names the edit, and is "" on the row of the whole set. Positive rates and
+    accuracies have Wilson intervals, logit margins t intervals of the mean.
     """
     from probes import ProbeSet
 
@@ -61,10 +72,12 @@ def behaviour_table(metrics: pd.DataFrame, data: dict, sets) -> pd.DataFrame:
         if name not in wide.index.get_level_values(0):
             continue
         part = wide.loc[name]
-        rows.append(_behaviour_row(name, part))
+        rows.append(_behaviour_row(name, "", part))
         with ProbeSet(data[name]) as probe:
             if probe.has_variants:
                 variants = probe.variant(slice(None))[part.index.to_numpy()]
                 for variant in probe.variants:
-                    rows.append(_behaviour_row(f"{name}/{variant}", part[variants == variant]))
-    return pd.DataFrame(rows)
+                    rows.append(_behaviour_row(name, variant, part[variants == variant]))
+    table = pd.DataFrame(rows, columns=BEHAVIOUR_COLUMNS)
+    table["n"] = table["n"].astype(np.int64)
+    return table

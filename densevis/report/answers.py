@@ -230,6 +230,10 @@ def facts(tables: dict[str, pd.DataFrame], record: dict | None = None) -> list[s
     if record:
         when = record.get("date") or record.get("created")
         device = record.get("device")
+        if isinstance(device, dict):  # {"saliency": "cpu", "train": "cpu", "threads": 2, ...}
+            used = dict.fromkeys(v for k, v in device.items() if k in ("train", "saliency"))
+            device = ", ".join(used) + (f" ({device['threads']} threads)"
+                                        if device.get("threads") else "")
         lines += [f"run {when}"] if when else []
         lines += [f"device {device}"] if device else []
         version = record.get("versions", {}).get("densevis")

@@ -1,4 +1,5 @@
-"""A run folder: the tables as CSV, figures, ``report.html`` and ``provenance.json``.
+"""A run folder: the tables as CSV, the probe sets analysed (``data/<set>.h5``), figures,
+``report.html`` and ``provenance.json``.
 
 The folder is written under a temporary name and renamed when complete; its name is new for
 every run (``<spec name>-<date>-<time>[-k]``, claimed exclusively: two runs finishing in the same
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import shutil
 import time
@@ -19,6 +21,7 @@ from typing import Iterator
 import pandas as pd
 
 from densevis import __version__
+from densevis.maps import MapsFile
 from densevis.report.html import Figure, Section, png_of
 from densevis.report.sections import report_page
 from probes.atomic import (os_error_reason, output_error, publish_folder, remove_stale_temps,
@@ -27,6 +30,8 @@ from probes.atomic import (os_error_reason, output_error, publish_folder, remove
 #: Tables of a run folder (each ``<name>.csv``), in report order.
 RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
 PANEL_METHODS = ("vanilla", "guided", "gradcam", "guided_gradcam")  # the original study's four
+#: The run folder's copies of the probe sets analysed (``<set>.h5``).
+RUN_DATA = "data"
 
 
 def run_dir_names(out: Path, stem: str) -> Iterator[Path]:
@@ -51,43 +56,96 @@ def versions() -> dict:
             "platform": platform.platform()}
 
 
-def provenance(runner) -> dict:
+def provenance(runner, run_dir: Path) -> dict:
+    """The run's record: spec, seeds, versions, the devices used, stage times and every file
+    it read or made, each ``{path, relative_to, sha256}``.
+
+    No path is absolute. The probe sets analysed (``data/<set>``) are the copies in the run
+    folder ``run_dir`` (``data/<set>.h5``, ``relative_to: "run"``: the files metrics.csv's
+    ``set`` and ``image`` point into); cache entries (checkpoints, maps, training and
+    validation data) are relative to the output folder (``relative_to: "out"``), and so is a
+    given checkpoint kept elsewhere (a path from the output folder to it). The spec's source
+    is its file name (the run folder's spec.toml is its copy).
+    """
+    import torch
+
+    from densevis.experiment.steps import train_config
     from probes import file_sha256
 
-    stages = runner.stages
-    files = {f"data/{role}": path for role, path in stages.data.items()}
+    stages, out, spec = runner.stages, runner.out, runner.spec
+    files = {}
+    for role, path in stages.data.items():
+        if role in spec.probes.sets:
+            copy = Path(RUN_DATA) / f"{role}.h5"
+            files[f"data/{role}"] = {"path": copy.as_posix(), "relative_to": "run",
+                                     "sha256": file_sha256(run_dir / copy)}
+        else:
+            files[f"training_data/{role}"] = _cache_entry(path, out)
     for replicate in stages.replicates:
-        files.update({f"maps/{replicate.label}/{name}": path
+        files.update({f"maps/{replicate.label}/{name}": _cache_entry(path, out)
                       for name, path in replicate.maps.items()})
-        files[f"checkpoint/{replicate.label}"] = replicate.checkpoint
+        files[f"checkpoint/{replicate.label}"] = _cache_entry(replicate.checkpoint, out)
         if replicate.shuffled_checkpoint:
             files[f"checkpoint_shuffled_labels/{replicate.label}"] = \
-                replicate.shuffled_checkpoint
+                _cache_entry(replicate.shuffled_checkpoint, out)
+    devices = {"saliency": _device_used(spec.saliency.device)}  # evaluate, explain, analyze
+    if any(r.given is None for r in stages.replicates):
+        devices["train"] = _device_used(train_config(spec).device)
+    record = dataclasses.asdict(spec)
+    record["source"] = Path(spec.source).name
+    record["model"]["checkpoint"] = [_relative(path, out) if Path(path).is_absolute() else path
+                                     for path in spec.model.checkpoint]
     layers = []
     if stages.replicates and stages.replicates[0].maps:
-        from densevis.maps import MapsFile
-
         with MapsFile(next(iter(stages.replicates[0].maps.values()))) as maps:
             layers = list(maps.attrs.get("layers", []))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "layers": layers,  # network (forward) order: the report orders layers by it
-        "spec": dataclasses.asdict(runner.spec),
-        "models": [{"model": r.label, "seed": r.seed, "checkpoint": str(r.checkpoint)}
+        "spec": record,
+        "models": [{"model": r.label, "seed": r.seed,
+                    "checkpoint": files[f"checkpoint/{r.label}"]["path"]}
                    for r in stages.replicates],
-        "seeds": {"data": runner.spec.data.seed,
+        "seeds": {"data": spec.data.seed,
                   "models": [r.seed for r in stages.replicates if r.given is None],
-                  "analysis": runner.spec.analysis.seed},
+                  "analysis": spec.analysis.seed},
         "versions": versions(),
-        "files": {name: {"path": str(path), "sha256": file_sha256(path)}
-                  for name, path in files.items() if path},
+        "device": {**devices, "threads": torch.get_num_threads(),
+                   "processes": runner.world.size},
+        "files": files,
         "stages": {name: {"seconds": round(stages.seconds[name], 2),
                           "cached": stages.cached[name]} for name in stages.seconds},
     }
 
 
+def _relative(path, out: Path) -> str:
+    """``path`` relative to the output folder ``out`` (its file name where no relative path
+    leads there, as across Windows drives)."""
+    try:
+        return Path(os.path.relpath(path, out)).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _cache_entry(path, out: Path) -> dict:
+    from probes import file_sha256
+
+    return {"path": _relative(path, out), "relative_to": "out", "sha256": file_sha256(path)}
+
+
+def _device_used(requested: str) -> str:
+    """The device ``requested`` ("auto", "cuda", ...) resolves to here, with its index."""
+    import torch
+
+    from densevis.model import resolve_device
+
+    device = resolve_device(requested)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
 def _panels(runner, limit: int) -> list[Figure]:
-    from densevis.maps import MapsFile
     from densevis.model import preprocess
     from densevis.saliency.figures import gradient_panel, layer_grid
     from probes import ProbeSet
@@ -138,7 +196,10 @@ def write_run(runner) -> Path:
         tables = runner.stages.tables
         for name in RUN_TABLES:
             tables[name].to_csv(tmp / f"{name}.csv", index=False)
-        record = provenance(runner)
+        (tmp / RUN_DATA).mkdir()
+        for name in runner.spec.probes.sets:  # what metrics.csv's set and image point into
+            shutil.copyfile(runner.stages.data[name], tmp / RUN_DATA / f"{name}.h5")
+        record = provenance(runner, tmp)
         (tmp / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
         if runner.spec.source and Path(runner.spec.source).is_file():
             shutil.copyfile(runner.spec.source, tmp / "spec.toml")

@@ -1,9 +1,9 @@
 """The report's plots, each a plain function of tidy tables returning PNG bytes.
 
 Tables follow the contracts: ``hypotheses`` (hypothesis, method, layer, statistic, effect,
-ci_low, ci_high, verdict, ...), ``behaviour`` (set, n, positive_rate and margin with CIs),
-``summary`` (set, method, layer, metric, mean, ci_low, ci_high, ...) and the sanity similarity
-table (test, step, step_index, method, layer, image, metric, value).
+ci_low, ci_high, verdict, ...), ``behaviour`` (set, variant, n, positive_rate and logit_margin
+with CIs), ``summary`` (set, method, layer, metric, mean, ci_low, ci_high, ...) and the sanity
+similarity table (test, step, step_index, method, layer, image, metric, value).
 """
 
 from __future__ import annotations
@@ -55,13 +55,16 @@ def behaviour_bars(behaviour: pd.DataFrame) -> bytes | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(behaviour) + 1.5))
     y = np.arange(len(behaviour))[::-1]
     for ax, column, label in ((axes[0], "positive_rate", "positive rate"),
-                              (axes[1], "margin", "logit margin (positive - negative)")):
+                              (axes[1], "logit_margin",
+                               "logit margin (positive - negative)")):
         low, high = behaviour[f"{column}_ci_low"], behaviour[f"{column}_ci_high"]
         errors = np.clip([behaviour[column] - low, high - behaviour[column]], 0, None)  # rounding
         ax.errorbar(behaviour[column], y, xerr=np.nan_to_num(errors), fmt="o", color="#1565c0",
                     capsize=3)
-        labels = behaviour["set"] if "model" not in behaviour.columns else \
-            behaviour["set"] + " (" + behaviour["model"].astype(str) + ")"
+        labels = behaviour["set"].astype(str) + behaviour["variant"].fillna("").astype(str) \
+            .map(lambda variant: f"/{variant}" if variant else "")
+        if "model" in behaviour.columns:
+            labels = labels + " (" + behaviour["model"].astype(str) + ")"
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel(label)
         ax.axvline(0.5 if column == "positive_rate" else 0.0, color="black", lw=0.5)

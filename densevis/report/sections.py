@@ -83,7 +83,8 @@ def verdict_table(rows: pd.DataFrame, order: dict) -> pd.DataFrame:
 
 
 DETAIL_COLUMNS = ["hypothesis", "method", "layer", "statistic", "statistic_key", "role", "unit",
-                  "effect", "ci_low", "ci_high", "ci_level", "p_value", "p_adjusted", "verdict",
+                  "effect", "ci_low", "ci_high", "ci_level", "effect_margin", "p_value", "p_adjusted",
+                  "verdict",
                   "n", "models_supported", "models_rejected", "models", "model_effects",
                   "mean_effect", "mean_ci_low", "mean_ci_high", "mean_verdict", "sets", "note"]
 

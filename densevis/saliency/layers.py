@@ -13,6 +13,20 @@ def feature_children(model: nn.Module) -> dict[str, nn.Module]:
     return dict(features.named_children()) if isinstance(features, nn.Module) else {}
 
 
+def layer_name(model: nn.Module, path: str) -> str:
+    """The name of module ``path`` of ``model`` in maps files and tables: a child of
+    ``model.features`` by its own name, any other module by its path.
+
+    >>> from densevis.model import build_model
+    >>> model = build_model("original")
+    >>> layer_name(model, "features.denseblock4"), layer_name(model, "classifier")
+    ('denseblock4', 'classifier')
+    """
+    prefix = "features."
+    child = path[len(prefix):]
+    return child if path.startswith(prefix) and child in feature_children(model) else path
+
+
 def resolve_layers(model: nn.Module, spec="all") -> dict[str, nn.Module]:
     """``{key: module}`` for a layer selection, in the order given.
 
@@ -48,8 +62,7 @@ def resolve_layers(model: nn.Module, spec="all") -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     resolved: dict[str, nn.Module] = {}
     for name in names:
-        key = name[len("features."):] if name.startswith("features.") and \
-            name[len("features."):] in children else name
+        key = layer_name(model, name)
         if key in children:
             resolved[key] = children[key]
         elif name in modules and name:
