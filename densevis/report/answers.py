@@ -94,19 +94,18 @@ def _called_square(behaviour: pd.DataFrame | None, sets: list[str]) -> str:
     models and each model's rate."""
     if behaviour is None or behaviour.empty:
         return ""
-    whole = behaviour[behaviour["variant"].fillna("") == ""] if "variant" in behaviour.columns \
-        else behaviour[~behaviour["set"].astype(str).str.contains("/")]
+    variant = behaviour["variant"].fillna("") if "variant" in behaviour.columns else \
+        pd.Series("", index=behaviour.index)
     parts = []
     for name in sets:
-        rows = whole[whole["set"] == name]
-        if rows.empty:
-            continue
-        if "variant" in behaviour.columns and (behaviour["variant"].fillna("") != "").any() \
-                and (edits := behaviour[(behaviour["set"] == name)
-                                        & (behaviour["variant"].fillna("") != "")]).size:
+        edits = behaviour[(behaviour["set"] == name) & (variant != "")]
+        if len(edits):
             rates = edits.groupby("variant", sort=False)["positive_rate"].mean()
             parts.append(f"{name} edits (mean over models) " + ", ".join(
-                f"{variant} {rate:.0%}" for variant, rate in rates.items()))
+                f"{edit} {rate:.0%}" for edit, rate in rates.items()))
+            continue
+        rows = behaviour[(behaviour["set"] == name) & (variant == "")]
+        if rows.empty:
             continue
         rates = rows["positive_rate"].to_numpy(dtype=float)
         if len(rates) == 1:
