@@ -301,3 +301,21 @@ def test_behaviour_rows_per_set_and_edit_with_a_marker_per_model():
     assert plots.behaviour_bars(behaviour_table().iloc[:0]) is None
     with pytest.raises(ValueError, match="logit_margin"):
         plots.behaviour_bars(behaviour_table().drop(columns="logit_margin"))
+
+
+def test_tables_read_back_from_csv_draw_as_the_originals(tmp_path):
+    """``densevis report`` reads the CSVs with pandas: a pixel method's empty layer is NaN."""
+    def read_back(table, name):
+        table.to_csv(tmp_path / name, index=False)
+        return pd.read_csv(tmp_path / name)
+
+    rows = read_back(hypothesis_rows(n_maps=6), "hypotheses.csv")
+    assert rows["layer"].isna().any()
+    fig = plots.build_hypothesis_forest(rows, "localizes_square", NETWORK)
+    assert "vanilla (pixels): density_ratio > 1" in top_down(fig.axes[2])
+    similarity = read_back(similarity_table(), "sanity.csv")
+    fig = plots.build_sanity_figure(similarity, "spearman_signed", 0.5, NETWORK)
+    assert fig.axes[0].get_ylabel().startswith("pixel methods")
+    metrics = read_back(metrics_table(), "metrics.csv")
+    fig = plots.build_localization_by_layer(metrics, "density_ratio", NETWORK)
+    assert fig.axes[0].get_xticklabels()[-1].get_text() == "vanilla (pixels)"
