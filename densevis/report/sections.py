@@ -161,7 +161,8 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
                                f"bootstrap 95% CI, against the null baselines")
                    for metric in ("mass_minus_area", "density_ratio", "pointing_game")
                    if not metrics.empty
-                   for png in [plots.localization_by_layer(metrics, metric, order["layers"])]
+                   for png in [plots.localization_by_layer(metrics, metric, order["layers"],
+                                                           seed=_analysis_seed(record))]
                    if png]
         shown = summary[(summary["set"] == "base") & summary["metric"].isin(
             ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])] \
@@ -178,18 +179,19 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
             if not shown.empty else [], figures=figures))
     if "sanity" in tables:
         similarity = _first_model(tables["sanity"])
-        threshold = _threshold(record)
+        measure, threshold = _threshold(record)
         figures = [Figure(png, f"randomization checks, {metric} (first model)")
-                   for metric in ("spearman_abs", "spearman_signed", "ssim")
-                   for png in [plots.sanity_figure(similarity, metric, threshold,
-                                                   order["layers"])] if png]
+                   for metric in dict.fromkeys((measure, "spearman_abs", "spearman_signed",
+                                                "ssim"))
+                   for png in [plots.sanity_figure(similarity, metric, threshold if metric ==
+                                                   measure else None, order["layers"])] if png]
         out.append(Section(
             "Sanity checks (Adebayo et al. 2018)",
             "Similarity of each method's maps to the trained model's maps as layers are "
             "re-initialized from the top down (cascading), one at a time (independent), and for "
             "a model trained on shuffled labels. A method whose maps stay similar does not "
             f"explain the model: it passes when the median similarity once every layer is "
-            f"re-initialized is certainly below the threshold ({threshold:g}).",
+            f"re-initialized is certainly below the threshold ({measure} {threshold:g}).",
             figures=maps.get("sanity", []) + figures))
     map_figures = maps.get("sets", []) + maps.get("pairs", []) + maps.get("panels", [])
     if map_figures:
@@ -205,11 +207,20 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
     return out
 
 
-def _threshold(record: dict | None) -> float:
+def _threshold(record: dict | None) -> tuple[str, float]:
+    """The similarity measure passes_randomization reads and its pass threshold (the spec's,
+    else the registry's defaults)."""
+    options = HYPOTHESES["passes_randomization"].options
+    measure, threshold = options["similarity"], float(options["threshold"])
     for entry in ((record or {}).get("spec") or {}).get("hypotheses", []):
-        if entry.get("name") == "passes_randomization" and entry.get("threshold") is not None:
-            return float(entry["threshold"])
-    return float(HYPOTHESES["passes_randomization"].options["threshold"])
+        if entry.get("name") == "passes_randomization":
+            measure = entry.get("similarity") or measure
+            threshold = threshold if entry.get("threshold") is None else float(entry["threshold"])
+    return measure, threshold
+
+
+def _analysis_seed(record: dict | None) -> int:
+    return int((((record or {}).get("spec") or {}).get("analysis") or {}).get("seed", 0))
 
 
 def report_page(title: str, tables: dict[str, pd.DataFrame], record: dict | None = None,
