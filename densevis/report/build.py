@@ -22,6 +22,9 @@ import pandas as pd
 
 from densevis import __version__
 from densevis.maps import MapsFile
+from densevis.model import resolve_device
+from densevis.report.panels import map_figures
+from densevis.saliency.methods import GROUPS
 from densevis.report.html import Figure, Section, png_of
 from densevis.report.sections import report_page
 from probes.atomic import (os_error_reason, output_error, publish_folder, remove_stale_temps,
@@ -29,7 +32,6 @@ from probes.atomic import (os_error_reason, output_error, publish_folder, remove
 
 #: Tables of a run folder (each ``<name>.csv``), in report order.
 RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
-PANEL_METHODS = ("vanilla", "guided", "gradcam", "guided_gradcam")  # the original study's four
 #: The run folder's copies of the probe sets analysed (``<set>.h5``).
 RUN_DATA = "data"
 
@@ -160,7 +162,7 @@ def _panels(runner, limit: int) -> list[Figure]:
                 image = probe.images[index]
                 caption = f"{name}, image {index} (label {int(probe.labels[index])}, target " \
                           f"{int(maps.targets[row])}, model {first.label})"
-                for method in (m for m in PANEL_METHODS if m in maps.methods):
+                for method in (m for m in GROUPS["panel"] if m in maps.methods):
                     layers = sorted(maps.layers(method), key=lambda l: order.get(l, len(order)))
                     if layers:
                         fig = layer_grid(image, {l: maps.read(method, l, row) for l in layers},
@@ -168,7 +170,28 @@ def _panels(runner, limit: int) -> list[Figure]:
                     else:
                         fig = gradient_panel(image, preprocess(image[None])[0, 0].numpy(),
                                              maps.read(method, None, row), f"{method}: {caption}")
-                    figures.append(Figure(png_of(fig, tight=False), f"{method} — {caption}"))
+                    figures.append(Figure(png_of(fig, tight=False),
+                                          f"the original study's panel, {method} — {caption}"))
+    return figures
+
+
+def _map_figures(runner, record: dict) -> dict[str, list[Figure]]:
+    """The report's figures of saliency maps, drawn from the first model: per probe set a grid of
+    typical and misclassified images explaining the square logit, the ``pairs`` strip, the
+    cascading-randomization grid (on the images and weights the sanity check scored) and the
+    original study's panels (from the run's maps files)."""
+    spec, stages = runner.spec, runner.stages
+    first = stages.replicates[0]
+    sets = list(spec.probes.sets)
+    data = {name: stages.data[name] for name in sets} | {"val": stages.data[first.roles["val"]]}
+    layers = record.get("layers") or []
+    layer = "denseblock3" if "denseblock3" in layers or not layers else layers[-1]
+    found = map_figures(first.checkpoint, data, sets, layer=layer,
+                        device=resolve_device(spec.saliency.device), seed=spec.analysis.seed,
+                        sanity_set="val")
+    figures = {key: [Figure(png, caption) for png, caption in pairs]
+               for key, pairs in found.items()}
+    figures["panels"] = _panels(runner, spec.outputs.panels_per_set)
     return figures
 
 
@@ -205,7 +228,7 @@ def write_run(runner) -> Path:
             shutil.copyfile(runner.spec.source, tmp / "spec.toml")
         outputs = runner.spec.outputs
         if outputs.figures or outputs.html:
-            maps = {"panels": _panels(runner, outputs.panels_per_set)} if outputs.figures else {}
+            maps = _map_figures(runner, record) if outputs.figures else {}
             page, parts, answers = report_page(f"densevis run: {runner.spec.name}", tables,
                                                record, maps)
             (tmp / "answers.md").write_text(answers, encoding="utf-8")
