@@ -74,7 +74,7 @@ def test_each_question_gets_the_replicated_verdict_and_its_evidence(tables):
     assert edge.question == HYPOTHESES["edge_detector"].question
     assert edge.verdict == "supported" and "replicated over 2 models" in edge.basis
     text = "\n".join(edge.evidence)
-    assert "+6.40 logits [+3.00, +12.00], supported (models: 2 supported of 2)" in text
+    assert "+6.40 logits [+3.00, +12.00], supported (models: 2 supported, 0 rejected, of 2)" in text
     assert "[secondary]" in text.splitlines()[1]  # primaries first
     # how often each set it reads is called a square: mean and each model; pairs per edit
     assert "lines_only 70% (models: 80%, 60%)" in text

@@ -71,9 +71,9 @@ def _agreement(row) -> str:
     """"models: 2 supported, 1 rejected of 3" (empty for a single model's row)."""
     if "models_supported" not in row or pd.isna(row.get("models")) or not row.get("models"):
         return ""
-    counts = [f"{int(row[f'models_{v}'])} {v}" for v in ("supported", "rejected")
-              if pd.notna(row.get(f"models_{v}")) and row.get(f"models_{v}")]
-    return f"models: {', '.join(counts) or 'none decided'} of {int(row['models'])}"
+    counts = [f"{int(row[f'models_{v}']) if pd.notna(row.get(f'models_{v}')) else 0} {v}"
+              for v in ("supported", "rejected")]
+    return f"models: {', '.join(counts)}, of {int(row['models'])}"
 
 
 def _number(value: float) -> str:

@@ -181,8 +181,9 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
         similarity = _first_model(tables["sanity"])
         measure, threshold = _threshold(record)
         figures = [Figure(png, f"randomization checks, {metric} (first model)")
-                   for metric in dict.fromkeys((measure, "spearman_abs", "spearman_signed",
-                                                "ssim"))
+                   # the measure the verdict reads, and the signed one (a sign flip keeps the
+                   # absolute rank correlation high); SSIM and HOG are in sanity.csv
+                   for metric in dict.fromkeys((measure, "spearman_abs", "spearman_signed"))
                    for png in [plots.sanity_figure(similarity, metric, threshold if metric ==
                                                    measure else None, order["layers"])] if png]
         out.append(Section(
