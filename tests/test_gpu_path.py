@@ -20,8 +20,9 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
                           reason="no CUDA device here; run the device check on a GPU machine")
 LAYERS = "conv0,denseblock1,transition2,denseblock4"
 SHARED = "vanilla,guided,input_x_gradient,gradcam,gradcam_pp,hirescam,layercam,guided_gradcam"
-#: Documented bf16 tolerance (README, "Scale out and GPU", the "One GPU" paragraph): per method and layer, the median over
-#: images of the relative L2 error against float32, and the Pearson correlation over the batch;
+#: Documented bf16 tolerance (README, "Scale out and GPU", "One GPU"): per method and layer,
+#: the median over images of the relative L2 error against float32, and the Pearson correlation
+#: over the batch;
 #: for the panel and the gradient/CAM methods but XGrad-CAM (ill-conditioned on signed
 #: activations: use float32 for it). A median, because a CAM whose weighted channel sum nearly
 #: cancels before its ReLU can differ wholly on one image (seen: relative error 1.6 at

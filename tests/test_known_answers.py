@@ -5,7 +5,7 @@ independent) under one label rule (``densevis.labels``): a genuine square detect
 detector (positive iff any straight segment), a small-object detector (positive iff any object
 is below the smallest base square, whatever its shape), and a model trained on shuffled labels
 (no cue at all). Each rule trains three models (seeds 0, 1, 2): the verdicts checked are the
-replicated ones (a t test over the three models, :mod:`densevis.analysis.replicates`), against
+replicated ones (replication over the three models, :mod:`densevis.analysis.replicates`), against
 the planted truth. At this scale (64 px, small training sets) the test shows the decision rules,
 not the full-scale figures (see the README).
 """

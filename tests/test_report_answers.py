@@ -141,3 +141,23 @@ def test_the_page_links_every_section_and_table_and_collapses_details():
     assert "<details id='one-two-detail'><summary>Detail (3 rows)" in page  # collapsed
     assert "<details id='three-1' open>" in page  # an untitled table stays open
     assert "<script>" in page and "src=" not in page
+
+
+def test_the_readme_findings_are_a_default_runs_answers_block():
+    """README, "What the default experiment found", opens with a default run's answers.md as
+    written (``answers_markdown``): one numbered answer with a verdict per hypothesis of the
+    default spec, then the models' accuracies."""
+    from pathlib import Path
+
+    from densevis.experiment import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- answers:begin -->\n")[1].split("<!-- answers:end -->")[0]
+    spec = load_spec(None)
+    assert block.startswith(f"**densevis run: {spec.name}**\n\n{' '.join(spec.description.split())}")
+    answered = re.findall(r"^\d+\. \*\*(.+?)\*\* — \*(\w+)\*", block, flags=re.M)
+    questions = [HYPOTHESES[h.name].question for h in spec.hypotheses]
+    assert [q for q, _ in answered] == questions
+    assert all(v in ("supported", "rejected", "inconclusive", "mixed") for _, v in answered)
+    assert "held-out accuracy:" in block and "3 trained models" in block
