@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from densevis.analysis.hypotheses import COLUMNS, RANDOMIZATION, HypothesisSpec, evaluate
+from densevis.analysis.hypotheses import evaluate
+from densevis.analysis.hypothesis_registry import COLUMNS, RANDOMIZATION, HypothesisSpec
 from densevis.analysis.replicates import (EXTRA_COLUMNS, REPLICATED, REPLICATED_OVERALL_RULE,
-                                          evaluate_replicated, replicate, replicated_rows)
+                                          evaluate_replicated, replicated_rows)
+from densevis.analysis.replication import replicate
 from densevis.analysis.stats import adjust, test_hypothesis
 from densevis.errors import DensevisError
 

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from densevis.analysis.baselines import BASELINES
-from densevis.analysis.hypotheses import UNITS
+from densevis.analysis.hypothesis_registry import UNITS
 from densevis.report import plots
 from densevis.report.figure_style import MIN_FONT_PT, RATIO_UNITS
 from densevis.report.html import png_of

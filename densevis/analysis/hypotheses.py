@@ -1,11 +1,12 @@
-"""The hypothesis registry: the study's questions as tests on the tidy metrics table (and the
-sanity-check similarities), and the one :func:`evaluate` that every driver calls.
+"""The study's hypotheses as tests on the tidy metrics table (and the sanity-check
+similarities), and the one :func:`evaluate` that every driver calls.
 
-A hypothesis is one registered definition (:func:`hypothesis`): its name, its question, its
-statistics (each with key, formula, unit, direction, role and the probe sets it reads; the
-margin comes from the unit, see :data:`UNITS`) and one function that adds its rows. Everything
-else (spec validation, ``densevis analyze``, ``densevis run``, the pytest plugin, the report)
-reads those declarations from :data:`HYPOTHESES`. A spec's ``[[hypotheses]]`` entry is a
+A hypothesis is one registered definition (:func:`hypothesis`, declared in
+:mod:`densevis.analysis.hypothesis_registry`): its name, its question, its statistics and one
+function that adds its rows to a :class:`~densevis.analysis.hypothesis_context.Context`. This
+module registers the built-ins below, so :data:`HYPOTHESES` imported from here holds them.
+Everything else (spec validation, ``densevis analyze``, ``densevis run``, the pytest plugin, the
+report) reads those declarations from :data:`HYPOTHESES`. A spec's ``[[hypotheses]]`` entry is a
 :class:`HypothesisSpec`: it selects a registered hypothesis (or states a custom one) and may
 keep some statistics, methods and layers, set margins per statistic and declare the family.
 
@@ -59,351 +60,16 @@ Examples
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
 import pandas as pd
 
 from densevis.analysis.baselines import BASELINES
-from densevis.analysis.stats import adjust, combine_verdicts, test_hypothesis
+from densevis.analysis.hypothesis_context import Context
+from densevis.analysis.hypothesis_registry import (COLUMNS, CONTROL_SETS, HYPOTHESES, MODEL,
+                                                   OVERALL_RULE, RANDOMIZATION,
+                                                   ANY_SQUARE_SET, Hypothesis, HypothesisSpec,
+                                                   Statistic, default_specs, hypothesis, resolve)
+from densevis.analysis.stats import adjust, combine_verdicts
 from densevis.errors import DensevisError
-from densevis.saliency.methods import METHODS
-
-MODEL = "model"  # the method name of behaviour rows (from logits)
-RANDOMIZATION = "passes_randomization"
-#: Sets whose squares the map-based statistics use, in order of preference.
-SQUARE_SETS = ("base", "squares_only", "large_squares")
-#: ``Statistic.sets`` of a statistic that reads the squares of any one of :data:`SQUARE_SETS`.
-ANY_SQUARE_SET = (SQUARE_SETS,)
-#: A square-free control: ``circles_only``, else the base set's images without a square.
-CONTROL_SETS = ("circles_only", "base")
-#: Units of the statistics and the smallest effect that matters in each (the default margin).
-UNITS = {
-    "mass share": 0.05,           # share of the map's mass beyond the area share
-    "ratio": 0.25,                # density_ratio, edge_interior_ratio above 1
-    "area-corrected mass": 0.25,  # difference of area-corrected masses (1 = image mean)
-    "logit": 1.0,                 # logit-margin difference
-    "similarity": 0.0,            # rank correlation: the threshold itself is the line
-    "metric": 0.0,                # a custom hypothesis' metric, in its own units
-}
-KINDS = ("maps", "behaviour")
-#: The tables contract's ten columns first, then the details.
-COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low", "ci_high",
-           "p_value", "p_adjusted", "verdict", "statistic_key", "role", "ci_level", "n",
-           "estimand", "test", "unit", "direction", "null", "effect_margin", "alpha", "family",
-           "family_size", "correction", "rank_biserial", "paired", "sets", "rule", "note"]
-#: How an ``overall`` row decides (its ``rule`` column).
-OVERALL_RULE = ("supported iff every primary statistic is, none is missing and, for maps, the "
-                "method and layer pass passes_randomization in the same table; rejected iff "
-                "any primary statistic is; else inconclusive")
-
-
-@dataclass(frozen=True)
-class Statistic:
-    """One statistic of a hypothesis.
-
-    Attributes
-    ----------
-    key : str
-        Machine-readable name, unique in the hypothesis (``statistic_key`` column; a per-baseline
-        statistic's rows are ``key.baseline``).
-    text : str
-        The formula shown (``statistic`` column); ``{baseline}`` and the hypothesis' options
-        (e.g. ``{threshold}``) are filled in.
-    unit : str
-        One of :data:`UNITS`; its entry is the default margin.
-    kind : str
-        ``maps`` (per method and layer) or ``behaviour`` (the model's logits, method ``model``).
-    role : str
-        ``primary`` (decides the overall verdict) or ``secondary`` (reported beside it).
-    direction : str
-        ``greater`` or ``less``: the side the hypothesis predicts.
-    per_baseline : bool
-        One row per null baseline in the table.
-    required : bool
-        A primary whose absence leaves the overall verdict inconclusive.
-    sets : tuple of tuples
-        The probe sets it reads: each entry lists alternatives, one of which must be in the run.
-    """
-
-    key: str
-    text: str
-    unit: str
-    kind: str = "maps"
-    role: str = "primary"
-    direction: str = "greater"
-    per_baseline: bool = False
-    required: bool = True
-    sets: tuple = ()
-
-    @property
-    def margin(self) -> float:
-        return UNITS[self.unit]
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    """A registered hypothesis: declarations and the function adding its rows to a
-    :class:`Context`. ``source`` is the table it reads (``metrics`` or ``similarity``);
-    ``options`` are the parameters a spec may set, with their defaults."""
-
-    name: str
-    question: str
-    statistics: tuple
-    compute: Callable
-    source: str = "metrics"
-    options: dict = field(default_factory=dict)
-
-    def statistic(self, key: str) -> Statistic:
-        for statistic in self.statistics:
-            if statistic.key == key:
-                return statistic
-        raise DensevisError(f"hypothesis {self.name!r} has no statistic {key!r}; it has: "
-                            f"{', '.join(s.key for s in self.statistics)}")
-
-    def needed_sets(self, keep=()) -> list[tuple[str, ...]]:
-        """Alternatives of probe sets its required primary statistics (of ``keep``) read."""
-        needed = []
-        for s in self.statistics:
-            if s.role == "primary" and s.required and (not keep or s.key in keep):
-                needed += [group for group in s.sets if group not in needed]
-        return needed
-
-
-#: Every registered hypothesis by name.
-HYPOTHESES: dict[str, Hypothesis] = {}
-
-
-def hypothesis(name: str, question: str, statistics, source: str = "metrics", **options):
-    """Decorator registering ``compute(context)`` as hypothesis ``name``.
-
-    Examples
-    --------
-    >>> @hypothesis("square_is_found", "Is the square found at all?",
-    ...             [Statistic("pointing", "pointing_game > 0.5", "ratio", sets=(("base",),))])
-    ... def square_is_found(context):
-    ...     for method, layer in context.explained("base", "pointing_game"):
-    ...         context.test("pointing", method, layer, "base",
-    ...                      context.series("base", "pointing_game", method, layer), null=0.5)
-    >>> HYPOTHESES["square_is_found"].needed_sets()
-    [('base',)]
-    >>> del HYPOTHESES["square_is_found"]
-    """
-    statistics = tuple(statistics)
-    for s in statistics:
-        if s.unit not in UNITS or s.kind not in KINDS or s.role not in ("primary", "secondary"):
-            raise ValueError(f"statistic {s.key!r}: unit in {list(UNITS)}, kind in {KINDS}, "
-                             f"role primary or secondary")
-
-    def decorate(compute: Callable) -> Callable:
-        HYPOTHESES[name] = Hypothesis(name, question, statistics, compute, source, options)
-        return compute
-    return decorate
-
-
-@dataclass(frozen=True)
-class HypothesisSpec:
-    """A spec's ``[[hypotheses]]`` entry: a registered hypothesis selected (and narrowed), or a
-    custom one: ``metric`` on ``set`` lies on ``direction`` of ``threshold``, per method and
-    layer."""
-
-    name: str
-    family: str = ""  # Bonferroni-corrected together (split into behaviour and maps)
-    alpha: float = 0.05
-    statistics: list[str] = field(default_factory=list)  # keep only these (default: all)
-    margins: dict = field(default_factory=dict)  # statistic key -> smallest meaningful effect
-    methods: list[str] = field(default_factory=list)  # keep only these (default: all)
-    layers: list[str] = field(default_factory=list)
-    threshold: float | None = None  # passes_randomization: similarity; custom: the null value
-    similarity: str = ""  # passes_randomization: the similarity measure (spearman_abs)
-    set: str = ""  # custom: the probe set
-    metric: str = ""  # custom: the metric tested
-    direction: str = "greater"  # custom
-    margin: float | None = None  # custom: smallest meaningful effect (default 0)
-
-
-def default_specs() -> list[HypothesisSpec]:
-    """Every registered hypothesis, each its own family."""
-    return [HypothesisSpec(name) for name in HYPOTHESES]
-
-
-def resolve(spec: HypothesisSpec) -> Hypothesis:
-    """The registered hypothesis ``spec`` names, or the custom one it states."""
-    if spec.name in HYPOTHESES:
-        return HYPOTHESES[spec.name]
-    if not (spec.set and spec.metric):
-        raise DensevisError(f"hypothesis {spec.name!r} is not registered (built-ins: "
-                            f"{', '.join(HYPOTHESES)}); a custom hypothesis needs set and metric")
-    sign = ">" if spec.direction == "greater" else "<"
-    null = spec.threshold or 0.0
-    statistic = Statistic(spec.metric, f"{spec.metric} {sign} {null:g}", "metric",
-                          direction=spec.direction, sets=((spec.set,),))
-
-    def compute(context: Context) -> None:
-        rows = context.metrics[(context.metrics["set"] == spec.set)
-                               & (context.metrics["metric"] == spec.metric)]
-        if rows.empty:
-            raise DensevisError(f"hypothesis {spec.name!r}: no values of metric "
-                                f"{spec.metric!r} on set {spec.set!r} in this run")
-        for method, layer in sorted(set(zip(rows["method"], rows["layer"]))):
-            context.test(spec.metric, method, layer, spec.set,
-                         context.series(spec.set, spec.metric, method, layer), null=null)
-    return Hypothesis(spec.name, f"Custom: {statistic.text} on {spec.set}", (statistic,),
-                      compute)
-
-
-# ------------------------------------------------------------------------------------- context
-_SERIES_KEYS = ["set", "metric", "method", "layer"]
-_LAST_INDEX: list = [lambda: None, {}, ()]  # (a metrics table, its row index, arrays)
-
-
-def _rows_by_key(metrics: pd.DataFrame) -> dict:
-    """Row positions of ``metrics`` per (set, metric, method, layer), built once per table:
-    hundreds of statistics each select one series, and a boolean mask per selection over a
-    million-row table costs seconds. Tables are read, never changed, while tested."""
-    if _LAST_INDEX[0]() is not metrics:
-        _LAST_INDEX[:] = [weakref.ref(metrics),
-                          metrics.groupby(_SERIES_KEYS, sort=False, dropna=False).indices,
-                          (np.asarray(metrics["image"], dtype=np.int64),
-                           np.asarray(metrics["value"], dtype=float))]
-    return _LAST_INDEX[1]
-
-
-def _image_values(metrics: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """``metrics``' image and value columns as numpy arrays, converted once per table."""
-    _rows_by_key(metrics)
-    return _LAST_INDEX[2]
-
-
-def _first_per_image(images: np.ndarray, values: np.ndarray) -> pd.Series:
-    """Per image (sorted) its first non-NaN value, NaN where it has none: what
-    ``groupby("image")["value"].first()`` gives, without a groupby per series."""
-    order = np.argsort(images, kind="stable")
-    images, values = images[order], values[order].astype(float)
-    every = np.unique(images)
-    finite = ~np.isnan(values)
-    found, first = np.unique(images[finite], return_index=True)
-    series = pd.Series(values[finite][first], index=pd.Index(found, name="image"), name="value")
-    return series if len(found) == len(every) else \
-        series.reindex(pd.Index(every, name="image"))
-
-
-def at_layer_resolution(method: str) -> bool:
-    """Whether ``method``'s maps are at its layer's grid (declared on the method)."""
-    declared = METHODS.get(method)
-    return declared is not None and declared.resolution == "layer"
-
-
-class Context:
-    """What a hypothesis' function reads (tables, options) and the rows it adds."""
-
-    def __init__(self, definition: Hypothesis, spec: HypothesisSpec, metrics: pd.DataFrame,
-                 similarity: pd.DataFrame | None, baselines: list[str]):
-        self.definition, self.spec = definition, spec
-        self.metrics, self.similarity, self.baselines = metrics, similarity, baselines
-        self.options = {name: (default if getattr(spec, name, None) in (None, "")
-                               else getattr(spec, name))
-                        for name, default in definition.options.items()}
-        self.rows: list[dict] = []
-        self._series: dict[tuple, pd.Series] = {}
-
-    # -- reading --------------------------------------------------------------------------------
-    def series(self, set_name: str, metric: str, method: str = MODEL,
-               layer: str = "") -> pd.Series:
-        """Per-image values of one metric of one map (or of the model) on one set."""
-        key = (set_name, metric, method, layer)
-        if key not in self._series:  # baselines are read once per method and layer compared
-            rows = _rows_by_key(self.metrics).get(key, np.empty(0, np.int64))
-            images, values = _image_values(self.metrics)
-            self._series[key] = _first_per_image(images[rows], values[rows])
-        return self._series[key]
-
-    def explained(self, set_name: str, metric: str) -> list[tuple[str, str]]:
-        """(method, layer) of the saliency maps scored on ``metric`` in ``set_name``."""
-        skip = (MODEL,) + BASELINES
-        return sorted({(method, layer) for (name, scored, method, layer)
-                       in _rows_by_key(self.metrics)
-                       if name == set_name and scored == metric and method not in skip})
-
-    def baseline(self, set_name: str, metric: str, baseline: str, method: str,
-                 layer: str) -> pd.Series:
-        """``baseline``'s values as ``method`` at ``layer`` is compared with them: pooled to the
-        layer's grid for layer-resolution maps (when the table has them), else at full
-        resolution."""
-        if layer and at_layer_resolution(method):
-            matched = self.series(set_name, metric, baseline, layer)
-            if len(matched):
-                return matched
-        return self.series(set_name, metric, baseline)
-
-    def square_set(self, metric: str) -> str:
-        """The first of :data:`SQUARE_SETS` scored on ``metric``."""
-        scored = set(self.metrics.loc[self.metrics["metric"] == metric, "set"])
-        return next((name for name in SQUARE_SETS if name in scored), SQUARE_SETS[0])
-
-    def by_label(self, set_name: str, label: int) -> pd.Series:
-        """Logit margins of the images of ``set_name`` whose label is ``label``."""
-        margins, labels = (self.series(set_name, m) for m in ("logit_margin", "label"))
-        return margins[labels.reindex(margins.index) == label]
-
-    def control(self) -> tuple[pd.Series, str]:
-        """Margins of a square-free control (see :data:`CONTROL_SETS`) and its name."""
-        margins = self.series(CONTROL_SETS[0], "logit_margin")
-        if len(margins):
-            return margins, CONTROL_SETS[0]
-        return self.by_label(CONTROL_SETS[1], 0), f"{CONTROL_SETS[1]} (label 0)"
-
-    # -- testing --------------------------------------------------------------------------------
-    def test(self, key: str, method: str, layer: str, sets: str, a: pd.Series,
-             b: pd.Series | None = None, paired: bool = True, null: float = 0.0,
-             baseline: str | None = None, note: str = "") -> None:
-        """Add the row of statistic ``key`` (one sample, paired on the index, or unpaired)."""
-        statistic = self.definition.statistic(key)
-        if self.spec.statistics and key not in self.spec.statistics:
-            return
-        if b is not None and paired:
-            a, b = a.align(b, join="inner")
-        if not len(a) or (b is not None and not len(b)):
-            return
-        margin = float(self.spec.margins.get(key, statistic.margin)
-                       if self.spec.name in HYPOTHESES else self.spec.margin or 0.0)
-        result = test_hypothesis(a.to_numpy(), None if b is None else b.to_numpy(),
-                                 paired=paired, null=null, direction=statistic.direction,
-                                 margin=margin, alpha=self.spec.alpha)
-        self.rows.append({
-            "hypothesis": self.definition.name, "method": method, "layer": layer,
-            "statistic": statistic.text.format(baseline=baseline, **self.options),
-            "statistic_key": key if baseline is None else f"{key}.{baseline}",
-            "role": statistic.role, "unit": statistic.unit, "sets": sets,
-            **result, "note": "; ".join(filter(None, (result["note"], note)))})
-
-    def pairs_delta(self, key: str, variant: str, other: str) -> None:
-        """``logit_delta_<variant> > logit_delta_<other>`` on the pairs' scenes."""
-        self.test(key, MODEL, "", "pairs", self.series("pairs", f"logit_delta_{variant}"),
-                  self.series("pairs", f"logit_delta_{other}"))
-
-    def mass_contrast(self, key: str, set_name: str, more: str, less: str) -> None:
-        """``more > less`` per image (``key``), and that contrast above each null baseline's on
-        the same images (``key_vs_baseline``). Area-corrected mass favours thin and small shapes
-        for any map that follows edges (the Sobel map itself puts more on lines than on
-        circles, and on the smallest object than on the square), so only a contrast beyond the
-        baselines' says something about the model."""
-        for method, layer in self.explained(set_name, more):
-            contrast = (self.series(set_name, more, method, layer)
-                        - self.series(set_name, less, method, layer)).dropna()
-            self.test(key, method, layer, set_name, contrast)
-            for baseline in self.baselines:
-                reference = (self.baseline(set_name, more, baseline, method, layer)
-                             - self.baseline(set_name, less, baseline, method, layer)).dropna()
-                self.test(f"{key}_vs_baseline", method, layer, set_name, contrast, reference,
-                          baseline=baseline)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=[c for c in COLUMNS if c not in (
-            "ci_low", "ci_high", "ci_level", "p_adjusted", "verdict", "family", "family_size",
-            "correction", "rule")] + ["evidence"])
 
 
 # ------------------------------------------------------------------------------------ built-ins
@@ -520,7 +186,7 @@ def passes_randomization(context: Context) -> None:
 
 
 # ------------------------------------------------------------------------------------ evaluate
-def _missing_primaries(definition: Hypothesis, spec: HypothesisSpec, method: str,
+def missing_primaries(definition: Hypothesis, spec: HypothesisSpec, method: str,
                        group: pd.DataFrame, baselines: list[str]) -> list[str]:
     """Keys of the required primary statistics a (method, layer) group lacks (a custom
     hypothesis has one statistic: its group cannot lack it)."""
@@ -536,7 +202,7 @@ def _missing_primaries(definition: Hypothesis, spec: HypothesisSpec, method: str
     return [key for key in expected if key not in found]
 
 
-def _gate(table: pd.DataFrame) -> dict:
+def randomization_gate(table: pd.DataFrame) -> dict:
     """``(method, layer) -> verdict`` of ``passes_randomization``'s overall in ``table``."""
     checks = {}
     rows = table[table["hypothesis"] == RANDOMIZATION]
@@ -562,14 +228,14 @@ def overall(table: pd.DataFrame, definitions: dict, specs: dict,
     docstring): the intersection-union verdict of its primary statistics, inconclusive when one
     is missing (``baselines``: those the per-baseline statistics should cover), and, for maps,
     gated by ``passes_randomization`` in the same table."""
-    checks = _gate(table)
+    checks = randomization_gate(table)
     rows = []
     for (name, method, layer), group in table.groupby(["hypothesis", "method", "layer"],
                                                       sort=False):
         definition, spec = definitions[name], specs[name]
         parts = group[group["role"] == "primary"]
         verdict, notes = combine_verdicts(parts["verdict"]), []
-        missing = _missing_primaries(definition, spec, method, group, baselines)
+        missing = missing_primaries(definition, spec, method, group, baselines)
         if missing or parts.empty:
             verdict = "inconclusive" if verdict == "supported" else verdict
             notes.append(f"primary statistics not tested: {', '.join(missing) or 'all'}")

@@ -2,7 +2,7 @@
 such as ``seed0``, ``seed1``, ``seed2``), each evaluated by :func:`~densevis.analysis.hypotheses.
 evaluate` as if it were the only one, and one ``replicated`` row per statistic across them.
 
-The replication verdict (:data:`REPLICATION_RULE`, in every replicated row's ``rule``)
+The replication verdict (:data:`~densevis.analysis.replication.REPLICATION_RULE`, in every replicated row's ``rule``)
 --------------------------------------------------------------------------------------
 Each replicate's row is a finished test of its own (its family-adjusted bounds, p and verdict).
 Across the K replicates:
@@ -24,7 +24,7 @@ margin.
 The t test over models (``mean_*`` columns)
 -------------------------------------------
 The recipe-level question is answered beside it, with the model as the unit (the
-summary-statistics, or random-effects, approach; :func:`replicate`): ``mean_effect`` = mean of
+summary-statistics, or random-effects, approach; :func:`~densevis.analysis.replication.replicate`): ``mean_effect`` = mean of
 the per-model effects, standard error sd/sqrt(K), one-sided Student t with K - 1 df, Bonferroni
 within the family (``mean_ci_low`` / ``mean_ci_high`` one-sided at 1 - alpha/m,
 ``mean_p_adjusted``), ``mean_verdict`` by the same rule and margin. It assumes the per-model
@@ -71,13 +71,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 from densevis.analysis.baselines import BASELINES
-from densevis.analysis.hypotheses import (COLUMNS, MODEL, RANDOMIZATION, HypothesisSpec,
-                                          _gate, _missing_primaries, default_specs, evaluate,
-                                          resolve)
-from densevis.analysis.stats import DIRECTIONS, _rule, combine_verdicts, verdict
+from densevis.analysis.hypotheses import evaluate, missing_primaries, randomization_gate
+from densevis.analysis.hypothesis_registry import (COLUMNS, MODEL, RANDOMIZATION, HypothesisSpec,
+                                                   default_specs, resolve)
+from densevis.analysis.replication import REPLICATION_RULE, replicate, replication
+from densevis.analysis.stats import combine_verdicts
 from densevis.errors import DensevisError
 
 #: The ``model`` value of the rows across replicates.
@@ -86,22 +86,6 @@ REPLICATED = "replicated"
 EXTRA_COLUMNS = ["models", "models_supported", "models_rejected", "model_effects",
                  "between_model_sd", "model_median", "mean_effect", "mean_ci_low",
                  "mean_ci_high", "mean_p_adjusted", "mean_verdict"]
-#: The replication rule of a replicated row (``rule`` column, numbers filled in, followed by the
-#: verdict rule of :func:`~densevis.analysis.stats._rule`).
-REPLICATION_RULE = (
-    "replication across {models} trained models: supported iff every model's own row is "
-    "supported, rejected iff every model's own row is rejected, else inconclusive (an "
-    "intersection-union test: a claim about these {models} models, each tested at its family's "
-    "level; effect = the weakest model's effect, bounds = the hull of the models' bounds, "
-    "p = the largest). Not a claim about the mean over trainings of the recipe: the mean_* "
-    "columns hold that, a t test over models.")
-#: The t test over models of the ``mean_*`` columns (``rule`` of :func:`replicate`).
-MEAN_RULE = (
-    "t test over {models} trained models, the model as the unit: effect = mean over "
-    "models of each model's effect, an estimate of the mean effect over trainings of this "
-    "recipe (assuming per-model effects vary normally around it; not a claim about other "
-    "architectures or recipes); one-sided t test over models with {df} df, bounds mean -/+ "
-    "t quantile x sd/sqrt({models})")
 #: How a replicated ``overall`` row decides (its ``rule`` column).
 REPLICATED_OVERALL_RULE = (
     "replicated across trained models: supported iff every replicated primary statistic is, "
@@ -111,70 +95,6 @@ REPLICATED_OVERALL_RULE = (
 _KEYS = ["hypothesis", "method", "layer", "statistic_key"]
 
 
-def replicate(effects, *, direction: str = "greater", margin: float = 0.0,
-              alpha: float = 0.05, family_size: int = 1, null: float = 0.0) -> dict:
-    """The across-model t test of per-model effects (see the module docstring).
-
-    Parameters
-    ----------
-    effects : array-like
-        Each replicate's ``effect`` (estimate - null); non-finite entries are dropped.
-    direction : {"greater", "less"}
-        The hypothesized side.
-    margin : float
-        Smallest meaningful effect (>= 0), in the hypothesized direction.
-    alpha : float
-        Family-wise level.
-    family_size : int
-        Testable rows of the family (Bonferroni).
-    null : float
-        The rows' null value (only stated in the rule: effects are already measured from it).
-
-    Returns
-    -------
-    dict
-        ``effect, ci_low, ci_high, p_value, p_adjusted, verdict, ci_level, family_size, n
-        (= K), test, rule, note, models, between_model_sd, model_median``.
-
-    Examples
-    --------
-    >>> row = replicate([0.8, 1.1, 0.9], margin=0.25)
-    >>> row["verdict"], round(row["effect"], 3), row["test"], round(row["p_value"], 4)
-    ('supported', 0.933, 't test over models (df 2)', 0.0044)
-    >>> replicate([0.8], margin=0.25)["note"]
-    'replication needs at least 2 models (K = 1)'
-    """
-    if direction not in DIRECTIONS:
-        raise DensevisError(f"direction must be one of {DIRECTIONS} (got {direction!r})")
-    e = np.asarray(effects, dtype=np.float64).ravel()
-    e = e[np.isfinite(e)]
-    k, m = len(e), max(int(family_size), 1)
-    out = dict(effect=float(e.mean()) if k else np.nan, ci_low=np.nan, ci_high=np.nan,
-               p_value=np.nan, p_adjusted=np.nan, verdict="inconclusive",
-               ci_level=1 - 2 * alpha / m, family_size=m, n=k, models=k,
-               test=f"t test over models (df {max(k - 1, 0)})",
-               between_model_sd=float(e.std(ddof=1)) if k > 1 else np.nan,
-               model_median=float(np.median(e)) if k else np.nan,
-               rule=MEAN_RULE.format(models=k, df=max(k - 1, 0)) + "; "
-               + _rule(direction, margin, alpha, m, null), note="")
-    if k < 2:
-        out["note"] = f"replication needs at least 2 models (K = {k})"
-        return out
-    mean, se = out["effect"], out["between_model_sd"] / np.sqrt(k)
-    sign = 1.0 if direction == "greater" else -1.0
-    if se == 0:  # identical effects: no spread to scale by; the sign alone decides
-        p, low, high = (0.0 if sign * mean > 0 else 1.0), mean, mean
-    else:
-        # Student t's upper tail and quantile (scipy.special: the same functions as
-        # scipy.stats.t.sf / .ppf, without its per-call overhead over thousands of rows)
-        p = float(special.stdtr(k - 1, -sign * mean / se))
-        q = float(special.stdtrit(k - 1, 1 - alpha / m))
-        low, high = mean - q * se, mean + q * se
-    return {**out, "ci_low": low, "ci_high": high, "p_value": p,
-            "p_adjusted": min(1.0, m * p), "verdict": verdict(mean, low, high, direction,
-                                                              margin)}
-
-
 def _fmt(value: float) -> str:
     return "nan" if not np.isfinite(value) else f"{value:.4g}"
 
@@ -182,8 +102,8 @@ def _fmt(value: float) -> str:
 def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One replicated row per (hypothesis, method, layer, statistic_key) of the non-overall rows
     of the replicates' hypotheses ``tables`` (label -> table of :func:`evaluate`, in model
-    order): the replication verdict (:data:`REPLICATION_RULE`) in the contract columns and the
-    t test over models (:func:`replicate`, within each family) in the ``mean_*`` columns
+    order): the replication verdict (:data:`~densevis.analysis.replication.REPLICATION_RULE`) in the contract columns and the
+    t test over models (:func:`~densevis.analysis.replication.replicate`, within each family) in the ``mean_*`` columns
     (columns ``COLUMNS + EXTRA_COLUMNS``)."""
     labels = list(tables)
     parts = [t[t["statistic_key"] != "overall"].assign(model=label)
@@ -243,48 +163,6 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
 
 
-def replication(own: dict, direction: str, models: int) -> dict:
-    """The replication verdict of one statistic from each model's finished row (``own``:
-    column -> the values of the K models, in model order): supported iff every model's row is
-    supported, rejected iff every model's is rejected (an intersection-union test over the
-    models: the claim "all K show it" is false only if some model's own verdict is, which
-    happens at most alpha of the time), else inconclusive. Its effect is the weakest model's
-    (in the hypothesized direction), its bounds the hull of the models' bounds and its p the
-    largest, so that they agree with the verdict as a single model's row does.
-
-    >>> own = {"effect": [0.4, 0.2, 0.3], "ci_low": [0.1, 0.05, 0.2], "ci_high": [0.7, 0.4, 0.5],
-    ...        "p_value": [0.001, 0.01, 0.002], "p_adjusted": [0.002, 0.02, 0.004],
-    ...        "verdict": ["supported"] * 3, "ci_level": [0.95] * 3, "family_size": [2] * 3}
-    >>> row = replication(own, "greater", 3)
-    >>> row["verdict"], row["effect"], row["ci_low"], row["p_adjusted"]
-    ('supported', 0.2, 0.05, 0.02)
-    """
-    effect = np.asarray(own["effect"], dtype=np.float64)
-    present = np.isfinite(effect)
-    out = {"n": int(present.sum()), "test": f"intersection-union over {models} models",
-           "ci_level": np.nan, "family_size": pd.NA, "effect": np.nan, "ci_low": np.nan,
-           "ci_high": np.nan, "p_value": np.nan, "p_adjusted": np.nan,
-           "verdict": "inconclusive", "note": ""}
-    if models < 2:
-        out["note"] = f"replication needs at least 2 models (K = {models})"
-        return out
-    if not present.all():
-        return out
-    sign = 1.0 if direction == "greater" else -1.0
-    low = np.asarray(own["ci_low"], dtype=np.float64)
-    high = np.asarray(own["ci_high"], dtype=np.float64)
-    verdicts = list(own["verdict"])
-    out.update(effect=float(effect[np.argmin(sign * effect)]), ci_low=float(low.min()),
-               ci_high=float(high.max()), p_value=float(np.max(own["p_value"])),
-               p_adjusted=float(np.max(own["p_adjusted"])),
-               ci_level=float(np.min(own["ci_level"])),
-               family_size=pd.NA if pd.isna(own["family_size"]).any()
-               else int(np.max(own["family_size"])),
-               verdict="supported" if all(v == "supported" for v in verdicts) else
-               "rejected" if all(v == "rejected" for v in verdicts) else "inconclusive")
-    return out
-
-
 def _gate_reasons(gates: dict, method: str, layer: str) -> list[str]:
     reasons = {None: "has no randomization check", "inconclusive": "has an inconclusive "
                "randomization check", "rejected": "fails passes_randomization"}
@@ -300,7 +178,7 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
     table), ``specs`` the specs by name, ``baselines`` the null baselines each replicate's
     metrics hold (its per-baseline primaries must cover them)."""
     definitions = {name: resolve(spec) for name, spec in specs.items()}
-    gates = {label: _gate(table) for label, table in tables.items()}
+    gates = {label: randomization_gate(table) for label, table in tables.items()}
     overalls = {label: table[table["statistic_key"] == "overall"].set_index(
         ["hypothesis", "method", "layer"])["verdict"] for label, table in tables.items()}
     places = [(h, m, l) for table in tables.values() for h, m, l in zip(
@@ -320,7 +198,7 @@ def replicated_overall(rows: pd.DataFrame, tables: dict[str, pd.DataFrame],
         incomplete = [label for label in tables if label not in found]
         for label in found:
             own = statistics[label].get((name, method, layer), tables[label].iloc[:0])
-            if _missing_primaries(definitions[name], specs[name], method, own,
+            if missing_primaries(definitions[name], specs[name], method, own,
                                   baselines.get(label, [])) or own["role"].ne("primary").all():
                 incomplete.append(label)
         short = parts[parts["models"] < len(tables)]["statistic_key"].tolist()

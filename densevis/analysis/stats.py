@@ -130,7 +130,7 @@ def rank_sum_cdf(n1: int, n2: int) -> np.ndarray:
     return cdf
 
 
-def _rule(direction: str, margin: float, alpha: float, family_size: int, null: float) -> str:
+def row_rule(direction: str, margin: float, alpha: float, family_size: int, null: float) -> str:
     level = 1 - alpha / family_size
     scale = f"effect = estimate - {null:g}; " if null else ""
     if direction == "greater":
@@ -244,7 +244,7 @@ def _finish(row, family_size: int) -> dict:
     """Bounds, adjusted p, verdict and rule of one row in a family of ``family_size``."""
     evidence, alpha = row["evidence"], row["alpha"]
     out = {"family_size": family_size, "ci_level": 1 - 2 * alpha / family_size,
-           "rule": _rule(row["direction"], row["effect_margin"], alpha, family_size,
+           "rule": row_rule(row["direction"], row["effect_margin"], alpha, family_size,
                          row["null"])}
     if evidence is None:
         return {**out, "ci_low": np.nan, "ci_high": np.nan, "p_adjusted": np.nan,

@@ -41,7 +41,8 @@ from scipy import stats
 from densevis.analysis.baselines import BASELINES, baseline_maps
 from densevis.analysis.cues import (behaviour_scores, edge_scores, edge_width, mass_scores,
                                     pair_deltas)
-from densevis.analysis.hypotheses import MODEL, at_layer_resolution
+from densevis.analysis.hypothesis_context import at_layer_resolution
+from densevis.analysis.hypothesis_registry import MODEL
 from densevis.analysis.localization import localization_scores
 from densevis.analysis.reduce import reduce_maps, reduction_for
 from densevis.analysis.regions import RegionReader, read_rows

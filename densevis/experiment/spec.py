@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from densevis.analysis.hypotheses import HypothesisSpec
+from densevis.analysis.hypothesis_registry import HypothesisSpec
 from densevis.errors import DensevisError
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "default.toml"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from densevis.analysis.hypotheses import MODEL
+from densevis.analysis.hypothesis_registry import MODEL
 
 
 # --------------------------------------------------------------------------------- behaviour

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from densevis.analysis.hypotheses import HYPOTHESES, MODEL, RANDOMIZATION
+from densevis.analysis.hypotheses import HYPOTHESES
+from densevis.analysis.hypothesis_registry import MODEL, RANDOMIZATION
 from densevis.analysis.replicates import REPLICATED
 
 VERDICT_ORDER = ("supported", "rejected", "inconclusive")

@@ -31,7 +31,7 @@ PAGE_WIDTH_IN = 12.8
 #: Smallest font (points at 90 dpi) of any text: 8 pt or more on the page (module docstring).
 MIN_FONT_PT = 9
 VERDICT_COLOURS = {"supported": "#2e7d32", "rejected": "#c62828", "inconclusive": "#757575"}
-#: Units (:data:`densevis.analysis.hypotheses.UNITS`) whose statistics are ratios of positive
+#: Units (:data:`densevis.analysis.hypothesis_registry.UNITS`) whose statistics are ratios of positive
 #: quantities (1 = no preference): drawn on a log scale, where 2x and 1/2x are equally far.
 RATIO_UNITS = ("ratio",)
 #: Sequential colour map of layers in network order (shallow light, deep dark).

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from densevis.analysis.baselines import BASELINES
-from densevis.analysis.hypotheses import MODEL
+from densevis.analysis.hypothesis_registry import MODEL
 from densevis.report.figure_style import (MIN_FONT_PT, blank, in_order, is_ratio_metric,
                                           method_order, new_figure, one_model)
 from densevis.report.html import png_of

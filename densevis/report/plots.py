@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from densevis.analysis.hypotheses import HYPOTHESES, MODEL
+from densevis.analysis.hypotheses import HYPOTHESES
+from densevis.analysis.hypothesis_registry import MODEL
 from densevis.report.figure_style import (MIN_FONT_PT, RATIO_UNITS, VERDICT_COLOURS, blank,
                                           in_order, method_order, new_figure, one_model)
 from densevis.report.html import png_of

@@ -14,7 +14,8 @@ import json
 
 import pandas as pd
 
-from densevis.analysis.hypotheses import HYPOTHESES, HypothesisSpec, resolve
+from densevis.analysis.hypotheses import HYPOTHESES
+from densevis.analysis.hypothesis_registry import HypothesisSpec, resolve
 from densevis.analysis.stats import VERDICT_RULE
 from densevis.report import plots
 from densevis.report.answers import (answers, answers_markdown, facts, models_of,
