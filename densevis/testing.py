@@ -45,9 +45,6 @@ from pathlib import Path
 
 import pytest
 
-#: Tables a run folder holds (CSV files of the same name); ``hypotheses`` is required.
-TABLES = ("hypotheses", "metrics", "summary", "behaviour", "evaluation", "sanity")
-
 
 @dataclass
 class Run:

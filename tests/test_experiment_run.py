@@ -18,7 +18,7 @@ import densevis.experiment.steps as steps
 from densevis.analysis.replicates import EXTRA_COLUMNS
 from densevis.cli import main
 from densevis.experiment import load_spec, run_experiment
-from densevis.report import RUN_TABLES
+from densevis.analysis.tables import RUN_TABLES
 
 TINY = """
 name = "tiny"

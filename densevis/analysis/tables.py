@@ -54,7 +54,11 @@ from probes import ProbeSet, file_sha256
 from probes.atomic import atomic_output, check_output_folder, check_output_path
 
 METRIC_COLUMNS = ["set", "image", "method", "layer", "reduction", "metric", "value", "note"]
-TABLES = ("metrics", "summary", "hypotheses")
+#: Tables ``densevis analyze`` writes (each ``<name>.csv``).
+ANALYZE_TABLES = ("metrics", "summary", "hypotheses")
+#: Tables of a run folder (each ``<name>.csv``), in report order: the analyze tables and the
+#: run's ``behaviour``, ``evaluation`` and ``sanity``.
+RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
 
 
 def match_files(maps_paths, data_paths, hashes: dict | None = None
@@ -328,7 +332,7 @@ def check_outputs(folder, force: bool) -> list[Path]:
     if folder.exists() and not folder.is_dir():
         raise DensevisError(f"--out {folder} is a file; give a folder")
     check_output_folder(folder)  # writable, or creatable where it is to be
-    paths = [folder / f"{name}.csv" for name in TABLES]
+    paths = [folder / f"{name}.csv" for name in ANALYZE_TABLES]
     if folder.is_dir():
         for path in paths:
             check_output_path(path, force)
@@ -340,7 +344,7 @@ def write_tables(folder, tables: dict[str, pd.DataFrame], force: bool = False) -
     paths = check_outputs(folder, force)
     Path(folder).mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        for path, name in zip(paths, TABLES):
+        for path, name in zip(paths, ANALYZE_TABLES):
             tmp = stack.enter_context(atomic_output(path, force))
             tables[name].to_csv(tmp, index=False)
     return paths

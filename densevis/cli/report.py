@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from densevis.errors import DensevisError
-    from densevis.report.build import RUN_TABLES
+    from densevis.analysis.tables import RUN_TABLES, read_table
     from densevis.report.sections import report_page
     from probes.atomic import atomic_output, check_output_path
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         path = folder / f"{name}.csv"
         if path.is_file():
             try:
-                tables[name] = pd.read_csv(path)
+                tables[name] = read_table(path)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise DensevisError(f"{path} is not a readable CSV table ({exc})") from None
     if "verdict" not in tables["hypotheses"].columns:

@@ -20,11 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from densevis.distributed import init_process_group, main_only, world_from_env
 from densevis.errors import DensevisError
+from densevis.experiment import steps
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
-from densevis.experiment.steps import Replicate, replicate_plan
+from densevis.experiment.steps import Replicate, replicate_plan, train_config
+from densevis.model import resolve_device
+from densevis.report.build import FinishedRun, ModelFiles, write_run
 from probes.atomic import check_output_folder
 
 
@@ -45,8 +50,6 @@ class Runner:
 
     def __init__(self, spec: ExperimentSpec, out: str | Path = "reports", progress: bool = True,
                  echo=print, distributed: bool = False):
-        from densevis.distributed import world_from_env
-
         self.spec, self.out, self.progress, self.echo = spec, Path(out), progress, echo
         self.world = world_from_env()
         if distributed and not self.world.sharded:
@@ -62,11 +65,6 @@ class Runner:
 
     # ---------------------------------------------------------------------------------- driver
     def run(self) -> Path:
-        from densevis.distributed import init_process_group, main_only
-        from densevis.experiment import steps
-        from densevis.model import resolve_device
-        from densevis.report.build import write_run
-
         plan = [("generate", steps.generate), ("train", steps.train),
                 ("evaluate", steps.evaluate), ("explain", steps.explain),
                 ("analyze", steps.analyze), ("sanity", steps.sanity),
@@ -86,10 +84,22 @@ class Runner:
             self.say(f"[{number}/{len(plan) + 1}] {name}: {'cached' if cached else 'done'} "
                      f"({seconds:.1f} s)")
         start = time.perf_counter()
-        run_dir = Path(main_only("report", lambda: write_run(self)))
+        run_dir = Path(main_only("report", lambda: write_run(self.finished())))
         self.say(f"[{len(plan) + 1}/{len(plan) + 1}] report: {run_dir} "
                  f"({time.perf_counter() - start:.1f} s)")
         return run_dir
+
+    def finished(self) -> FinishedRun:
+        """What the report is written from, once every stage has run."""
+        spec, stages = self.spec, self.stages
+        devices = {"saliency": _device_used(spec.saliency.device)}  # evaluate, explain, analyze
+        if any(r.given is None for r in stages.replicates):
+            devices["train"] = _device_used(train_config(spec).device)
+        models = [ModelFiles(r.label, r.seed, r.given is None, r.checkpoint,
+                             r.shuffled_checkpoint, dict(r.maps), r.roles["val"])
+                  for r in stages.replicates]
+        return FinishedRun(spec, self.out, stages.tables, stages.data, models, stages.seconds,
+                           stages.cached, devices, self.world.size)
 
     def _run_step(self, name: str, step, main_only) -> bool:
         """A step on every rank: explain and analyze shard their work themselves; the others run
@@ -107,6 +117,14 @@ class Runner:
 
     def key(self, stage: str, **inputs) -> str:
         return stage_key(stage, **inputs)
+
+
+def _device_used(requested: str) -> str:
+    """The device ``requested`` ("auto", "cuda", ...) resolves to here, with its index."""
+    device = resolve_device(requested)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path = "reports", progress: bool = True,

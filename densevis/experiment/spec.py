@@ -73,8 +73,7 @@ class ProbesSpec:
 
 @dataclass(frozen=True)
 class SaliencySpec:
-    methods: list[str] = field(default_factory=lambda: ["vanilla", "guided", "gradcam",
-                                                        "guided_gradcam"])
+    methods: list[str] = field(default_factory=lambda: list(GROUPS["panel"]))
     layers: list[str] = field(default_factory=lambda: ["all"])
     params: dict = field(default_factory=dict)  # method -> {param: value}
     method_layers: dict = field(default_factory=dict)  # method -> its own layers
@@ -105,7 +104,7 @@ class SanitySpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    baselines: list[str] = field(default_factory=lambda: ["random", "sobel", "center"])
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     sanity: SanitySpec = field(default_factory=SanitySpec)
     seed: int = 0  # of the random baseline and the randomized weights
 

@@ -4,6 +4,9 @@
 The folder is written under a temporary name and renamed when complete; its name is new for
 every run (``<spec name>-<date>-<time>[-k]``, claimed exclusively: two runs finishing in the same
 second get two folders), so a finished run is never overwritten.
+
+The report reads a finished run through :class:`FinishedRun` (tables, files, stage times and
+devices), which the experiment runner builds: nothing here knows how the stages ran.
 """
 
 from __future__ import annotations
@@ -15,25 +18,67 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import h5py
+import numpy
 import pandas as pd
+import scipy
+import skimage
+import torch
+import torchvision
 
 from densevis import __version__
+from densevis.analysis.tables import RUN_TABLES
 from densevis.maps import MapsFile
-from densevis.model import resolve_device
-from densevis.report.panels import map_figures
-from densevis.saliency.methods import GROUPS
+from densevis.model import preprocess, resolve_device
 from densevis.report.html import Figure, Section, png_of
+from densevis.report.panels import map_figures
 from densevis.report.sections import report_page
+from densevis.saliency.figures import gradient_panel, layer_grid
+from densevis.saliency.methods import GROUPS
+from probes import ProbeSet, file_sha256
 from probes.atomic import (os_error_reason, output_error, publish_folder, remove_stale_temps,
                            temp_path)
 
-#: Tables of a run folder (each ``<name>.csv``), in report order.
-RUN_TABLES = ("hypotheses", "behaviour", "evaluation", "summary", "metrics", "sanity")
 #: The run folder's copies of the probe sets analysed (``<set>.h5``).
 RUN_DATA = "data"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One model (replicate) of a run as the report shows and records it."""
+
+    label: str  # its name in the tables' ``model`` column
+    seed: int  # its training seed
+    trained: bool  # False for a given checkpoint
+    checkpoint: Path
+    shuffled_checkpoint: Path | None  # its data-randomization model, if any
+    maps: dict[str, Path]  # probe set -> maps file
+    val_data: str  # the data role of its held-out images (the sanity figure's images)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """Everything the run folder is made of, built by :mod:`densevis.experiment.runner`.
+
+    ``spec`` is the run's :class:`~densevis.experiment.spec.ExperimentSpec`, read as data
+    (recorded whole in provenance.json); ``data`` maps each data role (a probe set's name, or a
+    training role such as ``train``) to its probe file; ``seconds`` and ``cached`` are per
+    stage; ``devices`` names the device each kind of work ran on (``saliency``, ``train``).
+    """
+
+    spec: Any
+    out: Path  # the output folder: cache entries are recorded relative to it
+    tables: dict[str, pd.DataFrame]
+    data: dict[str, Path]
+    models: list[ModelFiles]
+    seconds: dict[str, float]
+    cached: dict[str, bool]
+    devices: dict[str, str]
+    processes: int
 
 
 def run_dir_names(out: Path, stem: str) -> Iterator[Path]:
@@ -44,13 +89,6 @@ def run_dir_names(out: Path, stem: str) -> Iterator[Path]:
 
 
 def versions() -> dict:
-    import h5py
-    import numpy
-    import scipy
-    import skimage
-    import torch
-    import torchvision
-
     return {"densevis": __version__, "python": platform.python_version(), "torch":
             torch.__version__, "torchvision": torchvision.__version__, "numpy":
             numpy.__version__, "scipy": scipy.__version__, "pandas": pd.__version__, "h5py":
@@ -58,7 +96,7 @@ def versions() -> dict:
             "platform": platform.platform()}
 
 
-def provenance(runner, run_dir: Path) -> dict:
+def provenance(run: FinishedRun, run_dir: Path) -> dict:
     """The run's record: spec, seeds, versions, the devices used, stage times and every file
     it read or made, each ``{path, relative_to, sha256}``.
 
@@ -69,54 +107,46 @@ def provenance(runner, run_dir: Path) -> dict:
     given checkpoint kept elsewhere (a path from the output folder to it). The spec's source
     is its file name (the run folder's spec.toml is its copy).
     """
-    import torch
-
-    from densevis.experiment.steps import train_config
-    from probes import file_sha256
-
-    stages, out, spec = runner.stages, runner.out, runner.spec
+    out, spec = run.out, run.spec
     files = {}
-    for role, path in stages.data.items():
+    for role, path in run.data.items():
         if role in spec.probes.sets:
             copy = Path(RUN_DATA) / f"{role}.h5"
             files[f"data/{role}"] = {"path": copy.as_posix(), "relative_to": "run",
                                      "sha256": file_sha256(run_dir / copy)}
         else:
             files[f"training_data/{role}"] = _cache_entry(path, out)
-    for replicate in stages.replicates:
-        files.update({f"maps/{replicate.label}/{name}": _cache_entry(path, out)
-                      for name, path in replicate.maps.items()})
-        files[f"checkpoint/{replicate.label}"] = _cache_entry(replicate.checkpoint, out)
-        if replicate.shuffled_checkpoint:
-            files[f"checkpoint_shuffled_labels/{replicate.label}"] = \
-                _cache_entry(replicate.shuffled_checkpoint, out)
-    devices = {"saliency": _device_used(spec.saliency.device)}  # evaluate, explain, analyze
-    if any(r.given is None for r in stages.replicates):
-        devices["train"] = _device_used(train_config(spec).device)
+    for model in run.models:
+        files.update({f"maps/{model.label}/{name}": _cache_entry(path, out)
+                      for name, path in model.maps.items()})
+        files[f"checkpoint/{model.label}"] = _cache_entry(model.checkpoint, out)
+        if model.shuffled_checkpoint:
+            files[f"checkpoint_shuffled_labels/{model.label}"] = \
+                _cache_entry(model.shuffled_checkpoint, out)
     record = dataclasses.asdict(spec)
     record["source"] = Path(spec.source).name
     record["model"]["checkpoint"] = [_relative(path, out) if Path(path).is_absolute() else path
                                      for path in spec.model.checkpoint]
     layers = []
-    if stages.replicates and stages.replicates[0].maps:
-        with MapsFile(next(iter(stages.replicates[0].maps.values()))) as maps:
+    if run.models and run.models[0].maps:
+        with MapsFile(next(iter(run.models[0].maps.values()))) as maps:
             layers = list(maps.attrs.get("layers", []))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "layers": layers,  # network (forward) order: the report orders layers by it
         "spec": record,
-        "models": [{"model": r.label, "seed": r.seed,
-                    "checkpoint": files[f"checkpoint/{r.label}"]["path"]}
-                   for r in stages.replicates],
+        "models": [{"model": m.label, "seed": m.seed,
+                    "checkpoint": files[f"checkpoint/{m.label}"]["path"]}
+                   for m in run.models],
         "seeds": {"data": spec.data.seed,
-                  "models": [r.seed for r in stages.replicates if r.given is None],
+                  "models": [m.seed for m in run.models if m.trained],
                   "analysis": spec.analysis.seed},
         "versions": versions(),
-        "device": {**devices, "threads": torch.get_num_threads(),
-                   "processes": runner.world.size},
+        "device": {**run.devices, "threads": torch.get_num_threads(),
+                   "processes": run.processes},
         "files": files,
-        "stages": {name: {"seconds": round(stages.seconds[name], 2),
-                          "cached": stages.cached[name]} for name in stages.seconds},
+        "stages": {name: {"seconds": round(run.seconds[name], 2),
+                          "cached": run.cached[name]} for name in run.seconds},
     }
 
 
@@ -130,32 +160,14 @@ def _relative(path, out: Path) -> str:
 
 
 def _cache_entry(path, out: Path) -> dict:
-    from probes import file_sha256
-
     return {"path": _relative(path, out), "relative_to": "out", "sha256": file_sha256(path)}
 
 
-def _device_used(requested: str) -> str:
-    """The device ``requested`` ("auto", "cuda", ...) resolves to here, with its index."""
-    import torch
-
-    from densevis.model import resolve_device
-
-    device = resolve_device(requested)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return str(device)
-
-
-def _panels(runner, limit: int) -> list[Figure]:
-    from densevis.model import preprocess
-    from densevis.saliency.figures import gradient_panel, layer_grid
-    from probes import ProbeSet
-
+def _panels(run: FinishedRun, limit: int) -> list[Figure]:
     figures = []
-    first = runner.stages.replicates[0]  # the panels show one model's maps
+    first = run.models[0]  # the panels show one model's maps
     for name, path in first.maps.items():
-        with MapsFile(path) as maps, ProbeSet(runner.stages.data[name]) as probe:
+        with MapsFile(path) as maps, ProbeSet(run.data[name]) as probe:
             order = {layer: i for i, layer in enumerate(maps.attrs.get("layers", []))}
             for row in range(min(limit, len(maps))):
                 index = int(maps.index[row])
@@ -175,15 +187,15 @@ def _panels(runner, limit: int) -> list[Figure]:
     return figures
 
 
-def _map_figures(runner, record: dict) -> dict[str, list[Figure]]:
+def _map_figures(run: FinishedRun, record: dict) -> dict[str, list[Figure]]:
     """The report's figures of saliency maps, drawn from the first model: per probe set a grid of
     typical and misclassified images explaining the square logit, the ``pairs`` strip, the
     cascading-randomization grid (on the images and weights the sanity check scored) and the
     original study's panels (from the run's maps files)."""
-    spec, stages = runner.spec, runner.stages
-    first = stages.replicates[0]
+    spec = run.spec
+    first = run.models[0]
     sets = list(spec.probes.sets)
-    data = {name: stages.data[name] for name in sets} | {"val": stages.data[first.roles["val"]]}
+    data = {name: run.data[name] for name in sets} | {"val": run.data[first.val_data]}
     layers = record.get("layers") or []
     layer = "denseblock3" if "denseblock3" in layers or not layers else layers[-1]
     found = map_figures(first.checkpoint, data, sets, layer=layer,
@@ -191,7 +203,7 @@ def _map_figures(runner, record: dict) -> dict[str, list[Figure]]:
                         sanity_set="val")
     figures = {key: [Figure(png, caption) for png, caption in pairs]
                for key, pairs in found.items()}
-    figures["panels"] = _panels(runner, spec.outputs.panels_per_set)
+    figures["panels"] = _panels(run, spec.outputs.panels_per_set)
     return figures
 
 
@@ -206,30 +218,29 @@ def _save_figures(parts: list[Section], folder: Path) -> None:
             (folder / f"{number:03d}-{slug.strip('-')}.png").write_bytes(figure.png)
 
 
-def write_run(runner) -> Path:
-    """Write the run folder of a finished runner; returns its path."""
-    out = runner.out
+def write_run(run: FinishedRun) -> Path:
+    """Write the run folder of a finished run; returns its path."""
+    out, spec = run.out, run.spec
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # the run folders of killed runs
-    stem = f"{runner.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tmp = temp_path(out / stem)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        tables = runner.stages.tables
         for name in RUN_TABLES:
-            tables[name].to_csv(tmp / f"{name}.csv", index=False)
+            run.tables[name].to_csv(tmp / f"{name}.csv", index=False)
         (tmp / RUN_DATA).mkdir()
-        for name in runner.spec.probes.sets:  # what metrics.csv's set and image point into
-            shutil.copyfile(runner.stages.data[name], tmp / RUN_DATA / f"{name}.h5")
-        record = provenance(runner, tmp)
+        for name in spec.probes.sets:  # what metrics.csv's set and image point into
+            shutil.copyfile(run.data[name], tmp / RUN_DATA / f"{name}.h5")
+        record = provenance(run, tmp)
         (tmp / "provenance.json").write_text(json.dumps(record, indent=2, default=str))
-        if runner.spec.source and Path(runner.spec.source).is_file():
-            shutil.copyfile(runner.spec.source, tmp / "spec.toml")
-        outputs = runner.spec.outputs
+        if spec.source and Path(spec.source).is_file():
+            shutil.copyfile(spec.source, tmp / "spec.toml")
+        outputs = spec.outputs
         if outputs.figures or outputs.html:
-            maps = _map_figures(runner, record) if outputs.figures else {}
-            page, parts, answers = report_page(f"densevis run: {runner.spec.name}", tables,
+            maps = _map_figures(run, record) if outputs.figures else {}
+            page, parts, answers = report_page(f"densevis run: {spec.name}", run.tables,
                                                record, maps)
             (tmp / "answers.md").write_text(answers, encoding="utf-8")
             if outputs.figures:
