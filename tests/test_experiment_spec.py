@@ -113,7 +113,7 @@ def test_every_shipped_spec_is_valid(path):
 def test_replicates_are_planned_from_the_spec(tmp_path):
     """Unset: three models on CPU; a count from the first seed; explicit seeds; checkpoints
     named by their files, one replicate each; data per model only with resample."""
-    from densevis.experiment.steps import data_plan, data_seed, replicate_plan
+    from densevis.experiment.plan import data_plan, data_seed, replicate_plan
 
     assert [r.label for r in replicate_plan(parse_spec("[saliency]\ndevice = 'cpu'\n"))] == \
         ["seed0", "seed1", "seed2"]

@@ -1,4 +1,6 @@
-"""Every value of a spec checked when it loads, by the code that will use it, so that a mistake
+"""Every spec checked when it loads, beyond its types: its names and files
+(:func:`check_spec`: known probe sets, label rules and hypotheses, readable checkpoints,
+importable modules), then every value, by the code that will use it, so that a mistake
 is one line naming the file, the line and the key before any work, not an error mid-run that
 names a command-line flag the user never typed.
 
@@ -11,10 +13,27 @@ the null baselines. An error about one API parameter
 
 from __future__ import annotations
 
+import importlib
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
+import torch
+
+from densevis.analysis.baselines import BASELINES
+from densevis.analysis.hypotheses import HYPOTHESES
+from densevis.analysis.sanity import SIMILARITIES
+from densevis.experiment.plan import checkpoint_paths, train_config
+from densevis.model import build_model, load_checkpoint, resolve_device
+from densevis.recipe import LABEL_RULES
+from densevis.saliency.engine import SaliencyEngine
+from densevis.saliency.layers import resolve_layers
+from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+from densevis.train import check_model_fits
+from probes import SETS, get_set
 from probes.errors import InputError
+from probes.store import workers_that_fit
 
 #: API parameters of the training recipe -> their spec keys (the others keep their defaults).
 TRAIN_KEYS = {"arch": "model.arch", "epochs": "model.epochs", "seed": "model.seed",
@@ -34,6 +53,15 @@ def at(locate, key: str, parameters: dict[str, str] | None = None) -> Iterator[N
         raise locate.error(key, f"is not usable: {exc}") from None
 
 
+def check_spec(spec, locate, base_dir: Path | None) -> None:
+    """Raise the :class:`~densevis.errors.DensevisError` of the first problem of a typed
+    ``spec`` beyond its types: its names and files (known sets, label rules, hypotheses,
+    readable checkpoints, importable modules; relative paths from ``base_dir``), then every
+    value (:func:`check_values`)."""
+    _check_semantics(spec, locate, base_dir)
+    check_values(spec, locate)  # every value, by the code that will use it
+
+
 def check_values(spec, locate) -> None:
     """Raise the :class:`~densevis.errors.DensevisError` of the first unusable value of
     ``spec`` (see the module docstring), located by ``locate``."""
@@ -44,9 +72,6 @@ def check_values(spec, locate) -> None:
 
 
 def _check_data(spec, locate) -> None:
-    from probes import get_set
-    from probes.store import workers_that_fit
-
     size = spec.data.size
     for name in dict.fromkeys([spec.data.train_set, *spec.probes.sets]):
         probe_set = get_set(name)
@@ -74,12 +99,6 @@ def _fails(probe_set, size: int) -> bool:
 
 def _check_model(spec, locate):
     """The model the run will explain (untrained when it will be trained), checked."""
-    import torch
-
-    from densevis.experiment.steps import checkpoint_paths, train_config
-    from densevis.model import build_model, load_checkpoint
-    from densevis.train import check_model_fits
-
     if spec.model.checkpoint:
         for number, path in enumerate(checkpoint_paths(spec)):
             with at(locate, "model.checkpoint"):
@@ -102,8 +121,6 @@ def _check_model(spec, locate):
 
 
 def _check_saliency(spec, locate, model) -> None:
-    from densevis.model import resolve_device
-
     saliency = spec.saliency
     with at(locate, "saliency.device", {"device": "saliency.device"}):
         resolve_device(saliency.device)
@@ -116,10 +133,6 @@ def _check_saliency(spec, locate, model) -> None:
 def _check_methods(locate, table: str, model, methods, layers, params, method_layers,
                    size: int) -> None:
     """Methods, their parameters and layers as :class:`SaliencyEngine` will resolve them."""
-    from densevis.saliency.engine import SaliencyEngine
-    from densevis.saliency.layers import resolve_layers
-    from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
-
     with at(locate, f"{table}.methods"):
         methods = resolve_methods(methods)
     with at(locate, f"{table}.params"):
@@ -137,9 +150,149 @@ def _check_methods(locate, table: str, model, methods, layers, params, method_la
 
 
 def _check_analysis(spec, locate) -> None:
-    from densevis.analysis.baselines import BASELINES
-
     unknown = [name for name in spec.analysis.baselines if name not in BASELINES]
     if unknown:
         raise locate.error("analysis.baselines", f"names unknown baseline {unknown[0]!r}; valid: "
                                                  f"{', '.join(BASELINES)}")
+
+
+def _check_semantics(spec, locate, base_dir: Path | None) -> None:
+    """Checks beyond types: positive sizes, known sets, readable files."""
+    for key in ("size", "train", "val", "images_per_set", "pair_scenes"):
+        if getattr(spec.data, key) < 1:
+            raise locate.error(f"data.{key}", "must be positive")
+    for name in spec.probes.sets:
+        if name not in SETS:
+            raise locate.error("probes.sets", f"names unknown probe set {name!r}; valid: "
+                                              f"{', '.join(SETS)}")
+    if spec.data.train_set not in SETS:
+        raise locate.error("data.train_set", f"names unknown probe set "
+                                             f"{spec.data.train_set!r}; valid: {', '.join(SETS)}")
+    if spec.model.labels not in LABEL_RULES:
+        raise locate.error("model.labels", f"must be one of {', '.join(LABEL_RULES)}")
+    for name in spec.probes.params:
+        if name not in SETS:
+            raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "
+                                                        f"{', '.join(SETS)}")
+    _check_replicates(spec.model, locate)
+    for given in spec.model.checkpoint:
+        path = Path(given)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if path.is_dir():
+            raise locate.error("model.checkpoint", f"names a folder, {path}; give the "
+                                                   f"checkpoint file (.pt) in it")
+        if not path.is_file():
+            raise locate.error("model.checkpoint", f"names a missing file {path}")
+    _import_modules(spec, locate, base_dir)
+    _check_hypotheses(spec, locate)
+
+
+def _check_replicates(model, locate) -> None:
+    """One way to name the replicates: a count, explicit seeds or checkpoints."""
+    if model.replicates is not None and model.replicates < 1:
+        raise locate.error("model.replicates", f"must be at least 1 (got {model.replicates})")
+    if model.seeds:
+        if len(set(model.seeds)) != len(model.seeds):
+            raise locate.error("model.seeds", "lists a seed twice; replicates need different "
+                                              "seeds")
+        if min(model.seeds) < 0:
+            raise locate.error("model.seeds", "must not be negative")
+        if model.replicates is not None and model.replicates != len(model.seeds):
+            raise locate.error("model.replicates", f"is {model.replicates} but model.seeds "
+                                                   f"lists {len(model.seeds)} seeds; give one "
+                                                   f"of the two")
+    if model.checkpoint and (model.seeds or model.replicates is not None):
+        raise locate.error("model.checkpoint", "gives the models, so model.seeds and "
+                                               "model.replicates do not apply; remove them")
+
+
+def _import_modules(spec, locate, base_dir: Path | None) -> None:
+    """Import ``spec.imports`` (the spec's folder first on the path) so that the hypotheses
+    they register can be named; like running a script, this runs the named modules' code."""
+    folder = str(base_dir.resolve()) if base_dir is not None else None
+    for name in spec.imports:
+        added = folder is not None and folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
+            raise locate.error("imports", f"names module {name!r}, which failed to import "
+                                          f"({type(exc).__name__}: {exc})") from None
+        finally:
+            if added:
+                sys.path.remove(folder)
+
+
+def _check_hypotheses(spec, locate) -> None:
+    """Each ``[[hypotheses]]`` entry against the hypothesis registry: names, statistics,
+    margins, options, methods and the probe sets and sanity checks it needs."""
+    seen = set()
+    for k, hypothesis in enumerate(spec.hypotheses):
+        where = f"hypotheses[{k}]"
+        if hypothesis.name in seen:
+            raise locate.error(f"{where}.name", f"lists {hypothesis.name!r} a second time")
+        seen.add(hypothesis.name)
+        if not 0 < hypothesis.alpha < 1:
+            raise locate.error(f"{where}.alpha", "must be between 0 and 1")
+        for method in hypothesis.methods:
+            if method not in METHODS:
+                raise locate.error(f"{where}.methods", f"names unknown method {method!r}; "
+                                                       f"valid: {', '.join(METHODS)}")
+        definition = HYPOTHESES.get(hypothesis.name)
+        if definition is None:
+            _check_custom(hypothesis, where, spec.probes.sets, locate)
+            continue
+        for key in ("set", "metric", "margin"):
+            if getattr(hypothesis, key) not in (None, ""):
+                hint = " (set margins = {statistic = value})" if key == "margin" else ""
+                raise locate.error(f"{where}.{key}", f"is for custom hypotheses; "
+                                                     f"{hypothesis.name!r} is registered{hint}")
+        if hypothesis.direction != "greater":
+            raise locate.error(f"{where}.direction", "is for custom hypotheses; a registered "
+                                                     "one declares its directions")
+        keys = [s.key for s in definition.statistics]
+        for field_name in ("statistics", "margins"):
+            for key in getattr(hypothesis, field_name):
+                if key not in keys:
+                    raise locate.error(f"{where}.{field_name}", f"names unknown statistic "
+                                       f"{key!r} of {hypothesis.name}; valid: {', '.join(keys)}")
+        for key, value in hypothesis.margins.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise locate.error(f"{where}.margins", f"{key} must be a number >= 0 "
+                                                       f"(got {value!r})")
+        for option in ("threshold", "similarity"):
+            if getattr(hypothesis, option) not in (None, "") and option not in definition.options:
+                raise locate.error(f"{where}.{option}", f"is not an option of "
+                                                        f"{hypothesis.name}")
+        if hypothesis.similarity and hypothesis.similarity not in SIMILARITIES:
+            raise locate.error(f"{where}.similarity",
+                               f"must be one of {', '.join(SIMILARITIES)}")
+        for group in definition.needed_sets(hypothesis.statistics):
+            if not set(group) & set(spec.probes.sets):
+                raise locate.error(f"{where}.name", f"{hypothesis.name} needs probe set "
+                                   f"{' or '.join(group)}; add it to probes.sets (or keep other "
+                                   f"statistics with {where}.statistics)")
+        check = spec.analysis.sanity
+        if definition.source == "similarity" and not (check.methods and check.cascading):
+            raise locate.error(f"{where}.name", f"{hypothesis.name} needs the cascading "
+                               f"randomization check: set analysis.sanity.cascading = true and "
+                               f"keep analysis.sanity.methods non-empty")
+
+
+def _check_custom(hypothesis, where: str, sets, locate) -> None:
+    if not (hypothesis.set and hypothesis.metric):
+        raise locate.error(f"{where}.name", f"names no registered hypothesis "
+                           f"({', '.join(HYPOTHESES)}); a custom hypothesis needs set and metric")
+    if hypothesis.set not in sets:
+        raise locate.error(f"{where}.set", f"names probe set {hypothesis.set!r}, which the run "
+                                           f"does not make; add it to probes.sets")
+    if hypothesis.direction not in ("greater", "less"):
+        raise locate.error(f"{where}.direction", "must be 'greater' or 'less'")
+    if hypothesis.margin is not None and hypothesis.margin < 0:
+        raise locate.error(f"{where}.margin", "must be >= 0")
+    for key in ("statistics", "margins", "similarity"):
+        if getattr(hypothesis, key):
+            raise locate.error(f"{where}.{key}", "is for registered hypotheses; a custom one "
+                                                 "tests metric (with margin)")

@@ -1,7 +1,7 @@
 """``densevis run``: generate -> train (or load) -> evaluate -> explain -> analyze -> sanity ->
 report, each stage cached by a hash of its inputs.
 
-A run has K replicates (:class:`~densevis.experiment.steps.Replicate`): models trained by one
+A run has K replicates (:class:`~densevis.experiment.plan.Replicate`): models trained by one
 recipe with K seeds (or K given checkpoints). Each stage runs for every replicate, with its own
 cache entries; the verdicts replicate across them (:mod:`densevis.analysis.replicates`).
 
@@ -27,7 +27,7 @@ from densevis.errors import DensevisError
 from densevis.experiment import steps
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
-from densevis.experiment.steps import Replicate, replicate_plan, train_config
+from densevis.experiment.plan import Replicate, replicate_plan, train_config
 from densevis.model import resolve_device
 from densevis.report.build import FinishedRun, ModelFiles, write_run
 from probes.atomic import check_output_folder

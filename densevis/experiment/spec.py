@@ -5,7 +5,8 @@ training, or an existing checkpoint), probe sets, saliency methods and layers, m
 checks, hypotheses and outputs. A ``[quick]`` table holds overrides applied by
 ``densevis run --quick`` (same structure as the spec, e.g. ``[quick.data] size = 64``).
 
-Every problem is reported with the key, the file and the line, e.g.
+Types are checked here; names, files and values in :mod:`densevis.experiment.checks`. Every
+problem is reported with the key, the file and the line, e.g.
 ``experiments/x.toml line 3: key 'data.sise' is unknown; valid: images_per_set, ...``.
 
 Examples
@@ -26,8 +27,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from densevis.analysis.baselines import BASELINES
 from densevis.analysis.hypothesis_registry import HypothesisSpec
 from densevis.errors import DensevisError
+from densevis.experiment.checks import check_spec
+from densevis.saliency.methods import GROUPS
+from probes.atomic import check_input_file
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "default.toml"
 
@@ -144,8 +149,6 @@ class ExperimentSpec:
 # ------------------------------------------------------------------------------------- loading
 def load_spec(path: str | Path | None = None, quick: bool = False) -> ExperimentSpec:
     """Read and validate a spec file (the embedded default when ``path`` is None)."""
-    from probes.atomic import check_input_file
-
     path = check_input_file(path if path is not None else DEFAULT_SPEC, "experiment spec",
                             "give a .toml file such as experiments/default.toml", DensevisError)
     try:
@@ -172,10 +175,7 @@ def parse_spec(text: str, source: str = "<spec>", quick: bool = False,
         raw = _merge(raw, overrides)
     spec = _build(ExperimentSpec, raw, "", locate)
     spec = dataclasses.replace(spec, source=source)
-    _check_semantics(spec, locate, base_dir)
-    from densevis.experiment.checks import check_values
-
-    check_values(spec, locate)  # every value, by the code that will use it
+    check_spec(spec, locate, base_dir)
     return spec
 
 
@@ -294,158 +294,3 @@ def _build(cls, raw: dict, prefix: str, locate: _Locator):
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise locate.error(prefix + f.name, "is missing; it is required")
     return cls(**values)
-
-
-def _check_semantics(spec: ExperimentSpec, locate: _Locator, base_dir: Path | None) -> None:
-    """Checks beyond types: positive sizes, known sets, readable files."""
-    from probes import SETS
-
-    for key in ("size", "train", "val", "images_per_set", "pair_scenes"):
-        if getattr(spec.data, key) < 1:
-            raise locate.error(f"data.{key}", "must be positive")
-    for name in spec.probes.sets:
-        if name not in SETS:
-            raise locate.error("probes.sets", f"names unknown probe set {name!r}; valid: "
-                                              f"{', '.join(SETS)}")
-    if spec.data.train_set not in SETS:
-        raise locate.error("data.train_set", f"names unknown probe set "
-                                             f"{spec.data.train_set!r}; valid: {', '.join(SETS)}")
-    from densevis.recipe import LABEL_RULES
-
-    if spec.model.labels not in LABEL_RULES:
-        raise locate.error("model.labels", f"must be one of {', '.join(LABEL_RULES)}")
-    for name in spec.probes.params:
-        if name not in SETS:
-            raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "
-                                                        f"{', '.join(SETS)}")
-    _check_replicates(spec.model, locate)
-    for given in spec.model.checkpoint:
-        path = Path(given)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if path.is_dir():
-            raise locate.error("model.checkpoint", f"names a folder, {path}; give the "
-                                                   f"checkpoint file (.pt) in it")
-        if not path.is_file():
-            raise locate.error("model.checkpoint", f"names a missing file {path}")
-    _import_modules(spec, locate, base_dir)
-    _check_hypotheses(spec, locate)
-
-
-def _check_replicates(model: ModelSpec, locate: _Locator) -> None:
-    """One way to name the replicates: a count, explicit seeds or checkpoints."""
-    if model.replicates is not None and model.replicates < 1:
-        raise locate.error("model.replicates", f"must be at least 1 (got {model.replicates})")
-    if model.seeds:
-        if len(set(model.seeds)) != len(model.seeds):
-            raise locate.error("model.seeds", "lists a seed twice; replicates need different "
-                                              "seeds")
-        if min(model.seeds) < 0:
-            raise locate.error("model.seeds", "must not be negative")
-        if model.replicates is not None and model.replicates != len(model.seeds):
-            raise locate.error("model.replicates", f"is {model.replicates} but model.seeds "
-                                                   f"lists {len(model.seeds)} seeds; give one "
-                                                   f"of the two")
-    if model.checkpoint and (model.seeds or model.replicates is not None):
-        raise locate.error("model.checkpoint", "gives the models, so model.seeds and "
-                                               "model.replicates do not apply; remove them")
-
-
-def _import_modules(spec: ExperimentSpec, locate: _Locator, base_dir: Path | None) -> None:
-    """Import ``spec.imports`` (the spec's folder first on the path) so that the hypotheses
-    they register can be named; like running a script, this runs the named modules' code."""
-    import importlib
-    import sys
-
-    folder = str(base_dir.resolve()) if base_dir is not None else None
-    for name in spec.imports:
-        added = folder is not None and folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
-            raise locate.error("imports", f"names module {name!r}, which failed to import "
-                                          f"({type(exc).__name__}: {exc})") from None
-        finally:
-            if added:
-                sys.path.remove(folder)
-
-
-def _check_hypotheses(spec: ExperimentSpec, locate: _Locator) -> None:
-    """Each ``[[hypotheses]]`` entry against the hypothesis registry: names, statistics,
-    margins, options, methods and the probe sets and sanity checks it needs."""
-    from densevis.analysis.hypotheses import HYPOTHESES
-    from densevis.analysis.sanity import SIMILARITIES
-    from densevis.saliency.methods import METHODS
-
-    seen = set()
-    for k, hypothesis in enumerate(spec.hypotheses):
-        where = f"hypotheses[{k}]"
-        if hypothesis.name in seen:
-            raise locate.error(f"{where}.name", f"lists {hypothesis.name!r} a second time")
-        seen.add(hypothesis.name)
-        if not 0 < hypothesis.alpha < 1:
-            raise locate.error(f"{where}.alpha", "must be between 0 and 1")
-        for method in hypothesis.methods:
-            if method not in METHODS:
-                raise locate.error(f"{where}.methods", f"names unknown method {method!r}; "
-                                                       f"valid: {', '.join(METHODS)}")
-        definition = HYPOTHESES.get(hypothesis.name)
-        if definition is None:
-            _check_custom(hypothesis, where, spec.probes.sets, locate)
-            continue
-        for key in ("set", "metric", "margin"):
-            if getattr(hypothesis, key) not in (None, ""):
-                hint = " (set margins = {statistic = value})" if key == "margin" else ""
-                raise locate.error(f"{where}.{key}", f"is for custom hypotheses; "
-                                                     f"{hypothesis.name!r} is registered{hint}")
-        if hypothesis.direction != "greater":
-            raise locate.error(f"{where}.direction", "is for custom hypotheses; a registered "
-                                                     "one declares its directions")
-        keys = [s.key for s in definition.statistics]
-        for field_name in ("statistics", "margins"):
-            for key in getattr(hypothesis, field_name):
-                if key not in keys:
-                    raise locate.error(f"{where}.{field_name}", f"names unknown statistic "
-                                       f"{key!r} of {hypothesis.name}; valid: {', '.join(keys)}")
-        for key, value in hypothesis.margins.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise locate.error(f"{where}.margins", f"{key} must be a number >= 0 "
-                                                       f"(got {value!r})")
-        for option in ("threshold", "similarity"):
-            if getattr(hypothesis, option) not in (None, "") and option not in definition.options:
-                raise locate.error(f"{where}.{option}", f"is not an option of "
-                                                        f"{hypothesis.name}")
-        if hypothesis.similarity and hypothesis.similarity not in SIMILARITIES:
-            raise locate.error(f"{where}.similarity",
-                               f"must be one of {', '.join(SIMILARITIES)}")
-        for group in definition.needed_sets(hypothesis.statistics):
-            if not set(group) & set(spec.probes.sets):
-                raise locate.error(f"{where}.name", f"{hypothesis.name} needs probe set "
-                                   f"{' or '.join(group)}; add it to probes.sets (or keep other "
-                                   f"statistics with {where}.statistics)")
-        check = spec.analysis.sanity
-        if definition.source == "similarity" and not (check.methods and check.cascading):
-            raise locate.error(f"{where}.name", f"{hypothesis.name} needs the cascading "
-                               f"randomization check: set analysis.sanity.cascading = true and "
-                               f"keep analysis.sanity.methods non-empty")
-
-
-def _check_custom(hypothesis: HypothesisSpec, where: str, sets, locate: _Locator) -> None:
-    from densevis.analysis.hypotheses import HYPOTHESES
-
-    if not (hypothesis.set and hypothesis.metric):
-        raise locate.error(f"{where}.name", f"names no registered hypothesis "
-                           f"({', '.join(HYPOTHESES)}); a custom hypothesis needs set and metric")
-    if hypothesis.set not in sets:
-        raise locate.error(f"{where}.set", f"names probe set {hypothesis.set!r}, which the run "
-                                           f"does not make; add it to probes.sets")
-    if hypothesis.direction not in ("greater", "less"):
-        raise locate.error(f"{where}.direction", "must be 'greater' or 'less'")
-    if hypothesis.margin is not None and hypothesis.margin < 0:
-        raise locate.error(f"{where}.margin", "must be >= 0")
-    for key in ("statistics", "margins", "similarity"):
-        if getattr(hypothesis, key):
-            raise locate.error(f"{where}.{key}", "is for registered hypotheses; a custom one "
-                                                 "tests metric (with margin)")

@@ -3,7 +3,8 @@
 Each stage reads what earlier stages put in ``runner.stages`` and adds its own output; outputs go
 to the stage cache atomically, and tables are always read back from their cached CSV so a
 resumed run and an uninterrupted one continue from identical values. A run has one or more
-replicates (:class:`Replicate`): the models trained (or given) for the same design, each one
+replicates (:class:`~densevis.experiment.plan.Replicate`, planned by
+:mod:`densevis.experiment.plan`): the models trained (or given) for the same design, each one
 trained, evaluated, explained, analysed and sanity-checked on its own; the probe sets are shared.
 Every table of a run has a ``model`` column (first) naming the replicate.
 """
@@ -11,112 +12,41 @@ Every table of a run has a ``model`` column (first) naming the replicate.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from dataclasses import dataclass, field
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from densevis.analysis.tables import read_table, with_model
-
-SANITY_SET = "val"  # held-out images of the training set, always present
-AUTO_REPLICATES = {"cpu": 3, "cuda": 5}  # models of a run whose spec leaves replicates unset
-
-
-@dataclass
-class Replicate:
-    """One model of a run: the unit of evidence, named in every table's ``model`` column."""
-
-    label: str
-    seed: int  # its training seed (and, with data.resample, its data's)
-    given: Path | None = None  # a checkpoint to use instead of training
-    roles: dict = field(default_factory=dict)  # train / val / train_shuffled -> data role
-    checkpoint: Path | None = None
-    model_key: str = ""
-    shuffled_checkpoint: Path | None = None  # its data-randomization model
-    shuffled_key: str = ""
-    maps: dict[str, Path] = field(default_factory=dict)  # set -> maps file
-
-
-def replicate_plan(spec) -> list[Replicate]:
-    """The replicates of ``spec``: one per given checkpoint, else one per training seed
-    (``model.seeds``, else ``model.replicates`` seeds from ``model.seed``, else as many as
-    :data:`AUTO_REPLICATES` gives the device)."""
-    from densevis.model import resolve_device
-
-    model = spec.model
-    if model.checkpoint:
-        labels: dict[str, int] = {}
-        plan = []
-        for path in checkpoint_paths(spec):
-            stem = path.stem
-            labels[stem] = labels.get(stem, 0) + 1
-            label = stem if labels[stem] == 1 else f"{stem}-{labels[stem]}"
-            plan.append(Replicate(label, model.seed, given=path))
-    else:
-        count = model.replicates or AUTO_REPLICATES.get(
-            resolve_device(spec.saliency.device).type, AUTO_REPLICATES["cpu"])
-        seeds = list(model.seeds) or [model.seed + k for k in range(count)]
-        plan = [Replicate(f"seed{seed}", seed) for seed in seeds]
-    for replicate in plan:
-        own = f"/{replicate.label}" if spec.data.resample and replicate.given is None else ""
-        replicate.roles = {role: role + own for role in ("train", "val", "train_shuffled")}
-    return plan
-
-
-def data_seed(seed: int, name: str) -> int:
-    """The seed of a run's probe file ``name`` (a role such as ``val`` or a set's name): drawn
-    from the run's data seed and the name, so no file's images depend on which others exist.
-
-    >>> data_seed(0, "lines_only") == data_seed(0, "lines_only") != data_seed(0, "pairs")
-    True
-    """
-    digest = hashlib.sha256(f"densevis-data/{seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
+from densevis.analysis.replicates import evaluate_replicated
+from densevis.analysis.sanity import (EVERY_STEP, SIMILARITIES, data_randomization_test,
+                                      engine_explain, randomization_test, run_explain)
+from densevis.analysis.sanity import TABLE_FORMAT as SANITY_TABLE_FORMAT
+from densevis.analysis.tables import baseline_grids, read_table, summarize, with_model
+from densevis.distributed import main_only
+from densevis.evaluation import TABLE_FORMAT as EVALUATION_TABLE_FORMAT
+from densevis.evaluation import evaluate_checkpoint, predict, typed_values
+from densevis.experiment.cache import StageCache
+from densevis.experiment.plan import (SANITY_SET, Replicate, data_plan, sanity_selection,
+                                      shuffled_config, train_config)
+from densevis.experiment.behaviour import behaviour_table
+from densevis.maps import MapsFile
+from densevis.model import load_checkpoint, resolve_device
+from densevis.shards import explain_sharded, metrics_sharded
+from densevis.train import train as train_files
+from densevis.train import training_labels
+from probes import ProbeSet, file_sha256, write_probe_set
+from probes.atomic import atomic_output
 
 def _write_csv(frame: pd.DataFrame, path) -> None:
     """Write a cache entry table (and record its hash)."""
-    from densevis.experiment.cache import StageCache
-    from probes.atomic import atomic_output
-
     with atomic_output(path, force=True) as tmp:
         frame.to_csv(tmp, index=False)
     StageCache.record(path)
 
 
 # ---------------------------------------------------------------------------------- generate
-def data_plan(spec, replicates: list[Replicate]) -> list[tuple[str, str, int, int, dict]]:
-    """``(role, set, n, seed, params)`` of every probe file a spec needs."""
-    data = spec.data
-    trained = spec.probes.params.get(data.train_set, {})
-    check = spec.analysis.sanity
-    plan = {}
-    for replicate in replicates:
-        train = replicate.roles["train"]
-        if replicate.given is None:
-            plan[train] = (train, data.train_set, data.train, data_seed(data.seed, train),
-                           trained)
-        if check.data_randomization and check.methods:
-            # the first images of its training set (each image draws from its own seed)
-            shuffled = replicate.roles["train_shuffled"]
-            plan[shuffled] = (shuffled, data.train_set,
-                              min(check.data_randomization_images, data.train),
-                              data_seed(data.seed, train), trained)
-    for replicate in replicates:
-        val = replicate.roles["val"]
-        plan[val] = (val, data.train_set, data.val, data_seed(data.seed, val), trained)
-    for name in spec.probes.sets:
-        n = data.pair_scenes if name == "pairs" else data.images_per_set
-        plan[name] = (name, name, n, data_seed(data.seed, name),
-                      spec.probes.params.get(name, {}))
-    return list(plan.values())
-
-
 def generate(runner) -> bool:
-    from probes import write_probe_set
-
     cached = True
     for role, set_name, n, seed, params in data_plan(runner.spec, runner.stages.replicates):
         key = runner.key("data", set=set_name, n=n, seed=seed, size=runner.spec.data.size,
@@ -132,20 +62,7 @@ def generate(runner) -> bool:
 
 
 # ------------------------------------------------------------------------------------- train
-def train_config(spec, seed: int | None = None, **changes):
-    """The recipe of ``spec``'s models (trained with ``seed``, default ``model.seed``)."""
-    from densevis.recipe import TrainConfig
-
-    values = dict(arch=spec.model.arch, seed=spec.model.seed if seed is None else seed,
-                  max_minutes=spec.model.max_minutes, labels=spec.model.labels)
-    if spec.model.epochs is not None:
-        values["epochs"] = spec.model.epochs
-    return dataclasses.replace(TrainConfig(**values), **changes)
-
-
 def train(runner) -> bool:
-    from probes import file_sha256
-
     spec, stages = runner.spec, runner.stages
     cached = True
     for replicate in stages.replicates:
@@ -164,8 +81,6 @@ def _trained(runner, stage: str, name: str, role: str, val_role: str, config,
              what: str) -> tuple:
     """``(checkpoint, cache key, cached)`` of a model trained on data ``role`` (validated on
     ``val_role``) with ``config``: from the cache, or trained into it (saying ``what``)."""
-    from densevis.train import train as train_files
-
     stages = runner.stages
     key = runner.key(stage, train=stages.data_keys[role], val=stages.data_keys[val_role],
                      config=dataclasses.asdict(config))
@@ -179,21 +94,8 @@ def _trained(runner, stage: str, name: str, role: str, val_role: str, config,
     return path, key, False
 
 
-def checkpoint_paths(spec) -> list[Path]:
-    """Where the ``model.checkpoint`` files are: as given, else beside the spec file."""
-    paths = []
-    for given in spec.model.checkpoint:
-        path = Path(given)
-        if not path.is_absolute() and spec.source and not path.is_file():
-            path = Path(spec.source).parent / path
-        paths.append(path)
-    return paths
-
-
 # ---------------------------------------------------------------------------------- evaluate
 def evaluate(runner) -> bool:
-    from densevis.evaluation import TABLE_FORMAT, evaluate_checkpoint, typed_values
-
     stages, cached, frames = runner.stages, True, []
     for replicate in stages.replicates:
         roles = [replicate.roles["val"]] + list(runner.spec.probes.sets)
@@ -201,7 +103,7 @@ def evaluate(runner) -> bool:
         names = [f"{runner.spec.data.train_set} (val)"] + roles[1:]
         key = runner.key("evaluate", model=replicate.model_key,
                          data=[stages.data_keys[role] for role in roles], names=names,
-                         table=TABLE_FORMAT)
+                         table=EVALUATION_TABLE_FORMAT)
         path = runner.cache.path("evaluate", "evaluation", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False
@@ -216,9 +118,6 @@ def evaluate(runner) -> bool:
 
 # ----------------------------------------------------------------------------------- explain
 def explain(runner) -> bool:
-    from densevis.model import resolve_device
-    from densevis.shards import explain_sharded
-
     spec, stages = runner.spec, runner.stages
     saliency = spec.saliency
     device = resolve_device(saliency.device)
@@ -248,8 +147,6 @@ def explain(runner) -> bool:
 def analyze(runner) -> bool:
     """Per replicate the metric rows of its maps and behaviour; the null baselines, which do
     not depend on the model, are scored once per layer layout and given to every replicate."""
-    from densevis.analysis.tables import summarize
-
     spec, stages = runner.spec, runner.stages
     cached, frames, baselines = True, [], {}
     for replicate in stages.replicates:
@@ -276,11 +173,6 @@ def analyze(runner) -> bool:
 def _layer_layout(maps: dict[str, Path]) -> str:
     """What the baselines of a replicate's maps depend on besides the images: the layers
     explained at each grid (the same for every replicate of one architecture)."""
-    import json
-
-    from densevis.analysis.tables import baseline_grids
-    from densevis.maps import MapsFile
-
     layout = {}
     for name, path in maps.items():
         with MapsFile(path) as opened:
@@ -291,9 +183,6 @@ def _layer_layout(maps: dict[str, Path]) -> str:
 
 def _metrics_entry(runner, path, maps: dict[str, Path], baselines, only_baselines=False) -> bool:
     """The metrics cache entry ``path`` of ``maps``: reused, or scored (sharded) and written."""
-    from densevis.distributed import main_only
-    from densevis.shards import metrics_sharded
-
     if runner.cache.reusable(path):
         return True
     sets = runner.spec.probes.sets
@@ -307,8 +196,6 @@ def _metrics_entry(runner, path, maps: dict[str, Path], baselines, only_baseline
 
 # ------------------------------------------------------------------------------------ sanity
 def sanity(runner) -> bool:
-    from densevis.analysis.sanity import TABLE_FORMAT
-
     spec, stages = runner.spec, runner.stages
     check = spec.analysis.sanity
     if not (check.cascading or check.independent or check.data_randomization) \
@@ -328,7 +215,7 @@ def sanity(runner) -> bool:
                          data=stages.data_keys[replicate.roles[SANITY_SET]],
                          sanity=dataclasses.asdict(check), shuffled=shuffled_key,
                          explained=sanity_selection(spec), seed=spec.analysis.seed,
-                         curves=curves, table=TABLE_FORMAT)
+                         curves=curves, table=SANITY_TABLE_FORMAT)
         path = runner.cache.path("sanity", "similarity", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False
@@ -341,39 +228,16 @@ def sanity(runner) -> bool:
 
 def _sanity_images(runner, replicate: Replicate) -> tuple[np.ndarray, np.ndarray]:
     """The first ``sanity.images`` images with a square of the sanity set, and their labels."""
-    from probes import ProbeSet
-
     with ProbeSet(runner.stages.data[replicate.roles[SANITY_SET]]) as probe:
         labels = probe.labels[:]
         chosen = np.flatnonzero(labels == 1)[:runner.spec.analysis.sanity.images]
         return probe.images[np.sort(chosen)], labels[np.sort(chosen)].astype(np.int64)
 
 
-def sanity_selection(spec) -> tuple[list[str], list[str], dict, dict]:
-    """``(methods, layers, method_layers, params)`` the sanity checks explain: those of
-    ``[saliency]`` where ``[analysis.sanity]`` says ``"saliency"`` (the default)."""
-    from densevis.saliency.methods import resolve_methods
-
-    check, saliency = spec.analysis.sanity, spec.saliency
-    methods = resolve_methods(saliency.methods if check.methods == ["saliency"]
-                              else check.methods)
-    if check.layers == ["saliency"]:
-        layers = list(saliency.layers)
-        method_layers = {m: v for m, v in saliency.method_layers.items() if m in methods}
-    else:
-        layers, method_layers = list(check.layers), {}
-    params = {m: v for m, v in saliency.params.items() if m in methods}
-    return methods, layers, method_layers, params
-
-
 def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
     """The randomization checks of one replicate. ``curves``: every cascading step, the
     independent test and every similarity measure; otherwise what the verdicts read (the last
     cascading step and the shuffled-label model, Spearman measures)."""
-    from densevis.analysis.sanity import (EVERY_STEP, SIMILARITIES, data_randomization_test,
-                                          engine_explain, randomization_test, run_explain)
-    from densevis.model import load_checkpoint, resolve_device
-
     spec = runner.spec
     check = spec.analysis.sanity
     device = resolve_device(spec.saliency.device)
@@ -398,24 +262,12 @@ def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _shuffled_config(spec, seed: int):
-    """The shuffled-label model's recipe: memorize the labels (Adebayo et al. 2018 train until
-    the model fits its random labels): no augmentation, no loss weighting, the last epoch."""
-    return train_config(spec, seed, epochs=spec.analysis.sanity.data_randomization_epochs,
-                        labels="shuffled", patience=10**6, keep="last", augment="none",
-                        shift=0, class_weighted=False, ignore_hidden=None, touching_weight=1.0)
-
-
 def _label_fit(runner, replicate: Replicate, shuffled, device) -> pd.DataFrame:
     """Per training image of the shuffled-label model: 1 where it reproduces its shuffled
     label (metric ``label_fit``; its mean is how far the model memorized)."""
-    from densevis.evaluation import predict
-    from densevis.train import training_labels
-    from probes import ProbeSet
-
     with ProbeSet(runner.stages.data[replicate.roles["train_shuffled"]]) as probe:
         logits = predict(shuffled, probe, device=device)
-        labels = training_labels(probe, _shuffled_config(runner.spec, replicate.seed))
+        labels = training_labels(probe, shuffled_config(runner.spec, replicate.seed))
     fits = (logits.argmax(1) == labels).astype(np.float64)
     return pd.DataFrame({"test": "data", "step": "shuffled_labels", "step_index": 1,
                          "method": "model", "layer": "", "image": np.arange(len(fits)),
@@ -429,15 +281,12 @@ def _train_shuffled(runner, replicate: Replicate) -> bool:
     replicate.shuffled_checkpoint, replicate.shuffled_key, cached = _trained(
         runner, "train-shuffled", f"{spec.model.arch}-shuffled",
         replicate.roles["train_shuffled"], replicate.roles["val"],
-        _shuffled_config(spec, replicate.seed), f"the shuffled-label model of {replicate.label}")
+        shuffled_config(spec, replicate.seed), f"the shuffled-label model of {replicate.label}")
     return cached
 
 
 # -------------------------------------------------------------------------------- hypotheses
 def hypotheses(runner) -> bool:
-    from densevis.analysis.replicates import evaluate_replicated
-    from densevis.experiment.verdicts import behaviour_table
-
     tables, stages = runner.stages.tables, runner.stages
     tables["hypotheses"] = evaluate_replicated(tables["metrics"], tables["sanity"],
                                                runner.spec.hypotheses)

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from densevis.analysis.hypothesis_registry import MODEL
+from probes import ProbeSet
 
 
 # --------------------------------------------------------------------------------- behaviour
@@ -62,8 +63,6 @@ def behaviour_table(metrics: pd.DataFrame, data: dict, sets) -> pd.DataFrame:
     ``variant`` names the edit, and is "" on the row of the whole set. Positive rates and
     accuracies have Wilson intervals, logit margins t intervals of the mean.
     """
-    from probes import ProbeSet
-
     model = metrics[(metrics["method"] == MODEL) & metrics["metric"].isin(
         ["logit_margin", "predicted_positive", "label"])]
     wide = model.pivot_table(index=["set", "image"], columns="metric", values="value")
