@@ -15,7 +15,7 @@ from densevis.analysis.sanity import randomized_models
 from densevis.errors import DensevisError
 from densevis.evaluation import predict
 from densevis.model import build_model, load_checkpoint, preprocess, save_checkpoint
-from densevis.report import panels
+from densevis.report import model_figures, panels
 from densevis.saliency import SaliencyEngine
 from densevis.saliency.tiles import Tile, color_limit, map_note, map_style, tile_grid
 from probes import ProbeSet
@@ -138,7 +138,7 @@ def driven(checkpoint, probe_dir):
     with pytest.MonkeyPatch.context() as patch:
         for name in calls:
             patch.setattr(panels, name, spy(name, getattr(panels, name)))
-        figures = panels.map_figures(checkpoint, data, ["base", "lines_only", "pairs"],
+        figures = model_figures.map_figures(checkpoint, data, ["base", "lines_only", "pairs"],
                                      METHODS, LAYER, "cpu", seed=7, count=3, sanity_set="base")
     return figures, calls, data
 
@@ -202,7 +202,7 @@ def test_the_pairs_strip_shows_one_scene_with_its_margins(driven, checkpoint):
     members = np.flatnonzero(base == base[scene])
     assert len(images) == len(members) == 8 and scene == members[0]
     np.testing.assert_allclose(margins, logits[members, 1] - logits[members, 0], rtol=1e-5)
-    assert list(maps) == list(panels.STRIP_METHODS)
+    assert list(maps) == list(model_figures.STRIP_METHODS)
     originals = np.flatnonzero(base == np.arange(len(base)))
     original_margins = logits[originals, 1] - logits[originals, 0]
     assert margins[0] == pytest.approx(sorted(original_margins)[(len(originals) - 1) // 2],
@@ -232,4 +232,4 @@ def test_the_cascading_grid_follows_the_sanity_randomization(driven, checkpoint)
 
 def test_the_driver_refuses_a_missing_probe_set(checkpoint, probe_dir):
     with pytest.raises(DensevisError, match="no probe file for 'pairs'"):
-        panels.map_figures(checkpoint, {"base": probe_dir / "base.h5"}, ["base", "pairs"])
+        model_figures.map_figures(checkpoint, {"base": probe_dir / "base.h5"}, ["base", "pairs"])

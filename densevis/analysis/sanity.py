@@ -41,6 +41,8 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from densevis.model import preprocess
+from densevis.saliency.engine import SaliencyEngine
 from densevis.saliency.layers import layer_name
 
 SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim", "hog")
@@ -241,9 +243,6 @@ def data_randomization_test(model: nn.Module, shuffled_model: nn.Module, explain
 def engine_explain(methods="panel", layers="all", params: dict | None = None,
                    method_layers: dict | None = None) -> Explain:
     """An ``explain`` callable backed by :class:`densevis.saliency.SaliencyEngine`."""
-    from densevis.model import preprocess
-    from densevis.saliency import SaliencyEngine
-
     def explain(model, images, targets):
         engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers)
         return engine.attribute(preprocess(images), targets=np.asarray(targets)).maps

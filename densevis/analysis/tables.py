@@ -46,9 +46,10 @@ from densevis.analysis.hypothesis_registry import MODEL
 from densevis.analysis.localization import localization_scores
 from densevis.analysis.reduce import reduce_maps, reduction_for
 from densevis.analysis.regions import RegionReader, read_rows
+from densevis.analysis.replicates import evaluate_replicated
 from densevis.analysis.scores import Scores
 from densevis.errors import DensevisError
-from densevis.maps import MapsFile
+from densevis.maps import MapsFile, check_distinct
 from densevis.saliency.methods import upsample
 from probes import ProbeSet, file_sha256
 from probes.atomic import atomic_output, check_output_folder, check_output_path
@@ -74,8 +75,6 @@ def match_files(maps_paths, data_paths, hashes: dict | None = None
         A maps file records no probe hash, no ``--data`` file has it, or the pair disagrees on
         the set, the image size or the number of images.
     """
-    from densevis.maps import check_distinct
-
     check_distinct(maps_paths)  # each map once: no image counted twice
     probes = {}
     for path in data_paths:
@@ -246,8 +245,6 @@ def analyze(maps_paths, data_paths, reductions: dict | None = None, baselines=BA
     list of :class:`~densevis.analysis.hypotheses.HypothesisSpec`, default: every registered
     one) are evaluated with the sanity ``similarity`` table when given, as one replicate
     (:func:`~densevis.analysis.replicates.evaluate_replicated`)."""
-    from densevis.analysis.replicates import evaluate_replicated
-
     if batch_size < 1:
         raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
     pairs = match_files(maps_paths, data_paths)

@@ -35,7 +35,7 @@ from densevis.analysis.tables import RUN_TABLES
 from densevis.maps import MapsFile
 from densevis.model import preprocess, resolve_device
 from densevis.report.html import Figure, Section, png_of
-from densevis.report.panels import map_figures
+from densevis.report.model_figures import map_figures
 from densevis.report.sections import report_page
 from densevis.saliency.figures import gradient_panel, layer_grid
 from densevis.saliency.methods import GROUPS
