@@ -45,6 +45,10 @@ from pathlib import Path
 
 import pytest
 
+# A boundary like the command line: pytest loads this plugin (entry point ``pytest11``) in every
+# session of an environment with densevis, so the project's modules (and torch, pandas) are
+# imported inside the functions that use them, not here.
+
 
 @dataclass
 class Run:

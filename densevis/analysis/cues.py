@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from densevis.analysis.localization import REFERENCE_SIZE
+from densevis.analysis.localization import METRIC_REFERENCE_SIZE
 from densevis.analysis.scores import (NONFINITE_MAP, Scores, finite_rows,
                                       masked_row_sums)
 
@@ -44,7 +44,7 @@ EDGE_WIDTH_AT_REFERENCE = 3
 
 def edge_width(size: int) -> int:
     """Ring half-width ``w`` of ``edge_interior_ratio``: 3 px at 224 px, scaled, at least 1."""
-    return max(1, round(EDGE_WIDTH_AT_REFERENCE * size / REFERENCE_SIZE))
+    return max(1, round(EDGE_WIDTH_AT_REFERENCE * size / METRIC_REFERENCE_SIZE))
 
 
 def ring_and_interior(squares: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,7 +54,10 @@ import torch.nn.functional as F
 
 from densevis.analysis.scores import NONFINITE_MAP, Scores, masked_row_sums
 
-REFERENCE_SIZE = 224
+#: The image side (ImageNet crops) at which the literature states the metrics' pixel defaults
+#: (tolerance, top-k, edge width); scaled to the image here. Not the probe sets' geometry
+#: reference (``probes.sets.REFERENCE_SIZE``, the original study's 256 px).
+METRIC_REFERENCE_SIZE = 224
 TOLERANCE_AT_REFERENCE = 15.0
 TOPK_AT_REFERENCE = 1000
 
@@ -64,12 +67,12 @@ METRICS = ("pointing_game", "pointing_game_tol", "relevance_mass", "relevance_ra
 
 def tolerance_radius(size: int) -> float:
     """Pointing-game tolerance in px: 15 px at 224 px, proportional to the image side."""
-    return TOLERANCE_AT_REFERENCE * size / REFERENCE_SIZE
+    return TOLERANCE_AT_REFERENCE * size / METRIC_REFERENCE_SIZE
 
 
 def topk_pixels(height: int, width: int) -> int:
     """``k`` of ``topk_iou``: 1000 px at 224 x 224, proportional to the image area."""
-    return max(1, round(TOPK_AT_REFERENCE * height * width / REFERENCE_SIZE ** 2))
+    return max(1, round(TOPK_AT_REFERENCE * height * width / METRIC_REFERENCE_SIZE ** 2))
 
 
 def sort_rows(x: torch.Tensor) -> torch.Tensor:
