@@ -8,10 +8,14 @@
 - :mod:`~densevis.analysis.sanity`: model and data randomization (Adebayo et al. 2018);
 - :mod:`~densevis.analysis.stats`: sign and Mann-Whitney tests with the bounds that invert
   them, Bonferroni within families, verdicts;
-- :mod:`~densevis.analysis.hypotheses`: the hypothesis registry (``localizes_square``,
+- :mod:`~densevis.analysis.hypothesis_registry`: what a hypothesis declares (``Statistic``,
+  ``hypothesis``, ``HypothesisSpec``); :mod:`~densevis.analysis.hypothesis_context`: the
+  ``Context`` its function reads and adds rows to;
+- :mod:`~densevis.analysis.hypotheses`: the built-in hypotheses (``localizes_square``,
   ``edge_detector``, ``small_object_detector``, ``passes_randomization``) and ``evaluate``;
 - :mod:`~densevis.analysis.replicates`: inference across replicate models (``model`` column):
-  ``evaluate_replicated``, replication across the trained models (and a t test over them);
+  ``evaluate_replicated``, replication across the trained models and a t test over them
+  (:mod:`~densevis.analysis.replication`, per statistic);
 - :mod:`~densevis.analysis.tables`: the ``metrics``, ``summary`` and ``hypotheses`` tables
   (``densevis analyze``).
 """
