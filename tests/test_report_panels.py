@@ -136,10 +136,12 @@ def driven(checkpoint, probe_dir):
 
     data = {name: probe_dir / f"{name}.h5" for name in ("base", "lines_only", "pairs")}
     with pytest.MonkeyPatch.context() as patch:
-        for name in calls:
-            patch.setattr(panels, name, spy(name, getattr(panels, name)))
+        for name in calls:  # each where the driver (or, for tile_grid, the drawing) looks it up
+            module = panels if name == "tile_grid" else model_figures
+            patch.setattr(module, name, spy(name, getattr(module, name)))
         figures = model_figures.map_figures(checkpoint, data, ["base", "lines_only", "pairs"],
-                                     METHODS, LAYER, "cpu", seed=7, count=3, sanity_set="base")
+                                            METHODS, LAYER, "cpu", seed=7, count=3,
+                                            sanity_set="base")
     return figures, calls, data
 
 
