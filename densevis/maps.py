@@ -28,7 +28,7 @@ import numpy as np
 from densevis.errors import DensevisError
 from probes.atomic import atomic_output, check_h5, check_input_file, same_file, writing_h5
 from probes.errors import first_line
-from probes.store import CheckedDataset
+from probes.reader import CheckedDataset
 
 FORMAT = "densevis-maps/1"
 

@@ -17,10 +17,13 @@ Examples
 
 __version__ = "0.1.0"
 
+from .contract import FORMAT  # noqa: E402
 from .errors import ProbeError  # noqa: E402
+from .params import STUDY_IMAGE_SIZE  # noqa: E402
+from .reader import ProbeSet, file_sha256, shape_of  # noqa: E402
 from .scene import KINDS, Shape, footprint, render  # noqa: E402
 from .sets import SETS, get_set  # noqa: E402
-from .store import FORMAT, ProbeSet, file_sha256, shape_of, write_probe_set  # noqa: E402
+from .writer import write_probe_set  # noqa: E402
 
-__all__ = ["FORMAT", "KINDS", "SETS", "ProbeError", "ProbeSet", "Shape", "file_sha256",
-           "footprint", "get_set", "render", "shape_of", "write_probe_set"]
+__all__ = ["FORMAT", "KINDS", "SETS", "STUDY_IMAGE_SIZE", "ProbeError", "ProbeSet", "Shape",
+           "file_sha256", "footprint", "get_set", "render", "shape_of", "write_probe_set"]

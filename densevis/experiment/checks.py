@@ -45,7 +45,7 @@ def check_values(spec, locate) -> None:
 
 def _check_data(spec, locate) -> None:
     from probes import get_set
-    from probes.store import workers_that_fit
+    from probes.writer import workers_that_fit
 
     size = spec.data.size
     for name in dict.fromkeys([spec.data.train_set, *spec.probes.sets]):
