@@ -10,9 +10,10 @@ import torch
 
 from densevis.cli import main
 from densevis.errors import DensevisError
-from densevis.evaluation import evaluate_checkpoint, predict, scene_geometry, summarize
-from densevis.model import build_model, save_checkpoint
+from densevis.evaluation import evaluate_checkpoint, summarize
+from densevis.model import build_model, predict, save_checkpoint
 from probes import ProbeSet, write_probe_set
+from probes.measure import scene_geometry
 
 
 @pytest.fixture(scope="module")

@@ -77,8 +77,7 @@ def _check_model(spec, locate):
     import torch
 
     from densevis.experiment.steps import checkpoint_paths, train_config
-    from densevis.model import build_model, load_checkpoint
-    from densevis.train import check_model_fits
+    from densevis.model import build_model, check_model_fits, load_checkpoint
 
     if spec.model.checkpoint:
         for number, path in enumerate(checkpoint_paths(spec)):

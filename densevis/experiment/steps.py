@@ -409,8 +409,8 @@ def _shuffled_config(spec, seed: int):
 def _label_fit(runner, replicate: Replicate, shuffled, device) -> pd.DataFrame:
     """Per training image of the shuffled-label model: 1 where it reproduces its shuffled
     label (metric ``label_fit``; its mean is how far the model memorized)."""
-    from densevis.evaluation import predict
-    from densevis.train import training_labels
+    from densevis.labels import training_labels
+    from densevis.model import predict
     from probes import ProbeSet
 
     with ProbeSet(runner.stages.data[replicate.roles["train_shuffled"]]) as probe:

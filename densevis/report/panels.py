@@ -26,8 +26,7 @@ import torch
 
 from densevis.analysis.sanity import engine_explain, randomized_models, run_explain
 from densevis.errors import DensevisError
-from densevis.evaluation import predict
-from densevis.model import load_checkpoint, resolve_device
+from densevis.model import load_checkpoint, predict, resolve_device
 from densevis.report.html import png_of
 from densevis.saliency import GROUPS, METHODS, resolve_layers
 from densevis.saliency.figures import CAP_PERCENTILE
