@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from densevis.errors import DensevisError
-from densevis.model import load_checkpoint, predict, resolve_device
+from densevis.model import check_image_size, load_checkpoint, predict, resolve_device
 from probes import STUDY_IMAGE_SIZE, ProbeSet
 from probes.atomic import atomic_output
 from probes.measure import scene_geometry
@@ -205,10 +205,7 @@ def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: s
     model, ckpt = load_checkpoint(checkpoint, device)
     probes = [ProbeSet(path) for path in data]
     for probe in probes:
-        if probe.size != ckpt["image_size"]:
-            raise DensevisError(f"{probe.path} has {probe.size}-px images but {checkpoint} was "
-                                f"trained on {ckpt['image_size']}-px ones; generate the set with "
-                                f"--size {ckpt['image_size']}")
+        check_image_size(ckpt, checkpoint, probe.size, probe.path)
     if names is None:
         names = [probe.name for probe in probes]
         names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name

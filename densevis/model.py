@@ -234,6 +234,26 @@ def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.devic
                             f"use larger images or another arch", parameter="arch") from None
 
 
+def check_image_size(checkpoint: dict, path: str | os.PathLike, size: int, data: object,
+                     fix: str = "generate the probe sets with --size {trained}") -> None:
+    """Raise :class:`DensevisError` unless the model of ``checkpoint`` (read from ``path``) was
+    trained on images of the size of ``data``'s, ``size`` px.
+
+    ``data`` names the images in the message (a path, "the run's data"); ``fix`` says how to
+    make the sizes match, ``{trained}`` in it standing for the checkpoint's size.
+
+    Examples
+    --------
+    >>> check_image_size({"image_size": 64}, "m.pt", 80, "big.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    densevis.errors.DensevisError: checkpoint m.pt was trained on 64px images but big.h5 ...
+    """
+    trained = int(checkpoint["image_size"])
+    if trained != size:
+        raise DensevisError(f"checkpoint {path} was trained on {trained}px images but {data} "
+                            f"holds {size}px images; " + fix.format(trained=trained))
+
+
 def _state_mismatch(expected: dict, found: dict) -> str:
     """What differs between a model's state dict and a checkpoint's (names and shapes), in
     words; empty when they fit."""

@@ -191,7 +191,7 @@ def test_image_size_of_data_and_checkpoint_must_match(checkpoint, tmp_path, one_
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(other),
                  "--out", str(tmp_path / "eval.csv")])
     assert code == 2
-    one_line_error("evaluate", "80-px", "64-px", "--size 64")
+    one_line_error("evaluate", "80px", "64px", "--size 64")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.h5"]
 
 

@@ -77,17 +77,15 @@ def _check_model(spec, locate):
     import torch
 
     from densevis.experiment.steps import checkpoint_paths, train_config
-    from densevis.model import build_model, check_model_fits, load_checkpoint
+    from densevis.model import build_model, check_image_size, check_model_fits, load_checkpoint
 
     if spec.model.checkpoint:
         for number, path in enumerate(checkpoint_paths(spec)):
             with at(locate, "model.checkpoint"):
                 model, checkpoint = load_checkpoint(path)
-            if checkpoint["image_size"] != spec.data.size:
-                raise locate.error("data.size", f"is {spec.data.size} but checkpoint {path} was "
-                                                f"trained on {checkpoint['image_size']}-px "
-                                                f"images; set data.size = "
-                                                f"{checkpoint['image_size']}")
+            with at(locate, "data.size"):
+                check_image_size(checkpoint, path, spec.data.size, "the run's data",
+                                 fix="set data.size = {trained}")
             if number == 0:
                 first = model
         return first

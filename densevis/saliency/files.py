@@ -114,7 +114,7 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     import torchvision
 
     from densevis import __version__
-    from densevis.model import NUM_CLASSES, load_checkpoint, resolve_device
+    from densevis.model import NUM_CLASSES, check_image_size, load_checkpoint, resolve_device
     from densevis.saliency.engine import SaliencyEngine
     from probes import ProbeSet, file_sha256
 
@@ -127,10 +127,7 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     device = resolve_device(str(device))
     probe = ProbeSet(data)
     model, ckpt = load_checkpoint(checkpoint, device)
-    if int(ckpt["image_size"]) != probe.size:
-        raise DensevisError(f"checkpoint {checkpoint} was trained on {ckpt['image_size']}px "
-                            f"images but {data} holds {probe.size}px images; use a probe set of "
-                            f"the model's size")
+    check_image_size(ckpt, checkpoint, probe.size, data)
     engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers,
                             chunk_size=chunk_size, autocast=bf16)
     num_classes = int(ckpt["config"].get("num_classes", NUM_CLASSES))
