@@ -24,13 +24,13 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import __version__
 from .atomic import atomic_output, check_h5, check_output_path, writing_h5
 from .contract import FORMAT, OBJECT_DTYPE
 from .errors import ProbeError
 from .params import STUDY_IMAGE_SIZE
 from .scene import KINDS, draw_into
 from .sets import get_set
+from .version import __version__
 
 GZIP_LEVEL = 1
 H5_CHUNK_LIMIT = 2**32  # bytes: HDF5's largest chunk
