@@ -1,7 +1,7 @@
 """The registry of saliency methods and the methods derived from the shared capture.
 
 A method is a small function registered by name with :func:`register`. It declares what it
-``needs`` from the shared capture (see :class:`~densevis.saliency.engine.Capture`) and the engine
+``needs`` from the shared capture (see :class:`~densevis.saliency.capture.Capture`) and the engine
 runs the fewest passes that cover every selected method:
 
 - ``input_grad``: the plain gradient of each image's target logit w.r.t. the input;
