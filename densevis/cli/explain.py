@@ -6,12 +6,7 @@ gradients, SmoothGrad, occlusion, Score-CAM and RISE add their own batched passe
 unnormalized, at input resolution, w.r.t. the grey image (see the maps contract). Each image is
 explained for its own target: its label by default.
 
-methods: vanilla guided input_x_gradient gradcam gradcam_pp xgradcam hirescam layercam
-guided_gradcam integrated_gradients smoothgrad smoothgrad_sq occlusion scorecam rise; groups: all,
-panel (vanilla, guided, gradcam, guided_gradcam: the original study's panel; the default).
-method parameters (--param METHOD.KEY=VALUE): integrated_gradients steps=50 baseline=0.0
-rule=gausslegendre; smoothgrad, smoothgrad_sq samples=25 sigma=0.15 seed=0; occlusion window=16
-stride=8 baseline=0.0; rise masks=2000 cells=8 p=0.5 seed=0.
+{methods}
 layers: all (every child of model.features), names of those children, or module paths.
 
 Sharded over processes/GPUs: under torchrun (WORLD_SIZE > 1) each process explains its slice
@@ -32,8 +27,26 @@ examples:
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 HELP = "compute saliency maps (vanilla, guided, Grad-CAM family, IG, ...) into a maps file"
+
+
+def describe() -> str:
+    """The command's description with the methods, groups and parameters of the registry (read
+    only when the help is shown: the registry imports torch)."""
+    from densevis.saliency import GROUPS, METHODS
+
+    groups = ", ".join(f"{name} ({', '.join(members)})" for name, members in GROUPS.items())
+    sharing: dict[tuple, list[str]] = {}  # methods with the same parameters are listed together
+    for method in METHODS.values():
+        if method.defaults:
+            sharing.setdefault(tuple(method.defaults.items()), []).append(method.name)
+    params = "; ".join(f"{', '.join(names)} {' '.join(f'{k}={v}' for k, v in defaults)}"
+                       for defaults, names in sharing.items())
+    text = (f"methods: {' '.join(METHODS)}; groups: all, {groups}; the default, panel, is the "
+            f"original study's panel. method parameters (--param METHOD.KEY=VALUE): {params}.")
+    return __doc__.replace("{methods}", textwrap.fill(text, width=96))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
