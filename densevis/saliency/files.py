@@ -29,6 +29,7 @@ from densevis.errors import DensevisError
 from densevis.maps import MapsWriter
 from densevis.model import NUM_CLASSES, load_checkpoint, preprocess, resolve_device
 from densevis.saliency.engine import SaliencyEngine
+from densevis.saliency.methods import METHODS
 from densevis.saliency.transfer import to_device
 from probes import ProbeSet, file_sha256
 from probes.atomic import check_output_path
@@ -154,7 +155,9 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
         "probe": str(data), "probe_sha256": probe_sha256 or file_sha256(data),
         "probe_set": probe.name, "methods": engine.methods, "layers": list(engine.layers),
         "layer_grids": engine.layer_grids(probe.size),
-        "method_params": engine.params, "target": str(target), "device": str(device),
+        "method_params": engine.params,
+        "method_signs": {name: METHODS[name].sign for name in engine.methods},
+        "target": str(target), "device": str(device),
         "bf16": bool(bf16),
         "versions": {"densevis": __version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},

@@ -65,7 +65,9 @@ class Method:
         ``check(params, image_size)`` raises :class:`DensevisError` for unusable parameters.
     sign : str
         ``"signed"`` or ``"non_negative"`` (by construction, e.g. a CAM after its ReLU): decides
-        the default reduction before scoring (:mod:`densevis.analysis.reduce`).
+        the default reduction before scoring (:mod:`densevis.analysis.reduce`) and the colour
+        scale of drawn maps (:func:`densevis.saliency.tiles.map_style`); each maps file records
+        it (attribute ``method_signs``).
     resolution : str
         ``"input"`` (detail at the input's pixels) or ``"layer"`` (the layer's grid, upsampled):
         a layer-resolution map is compared with null baselines pooled to the same grid.
