@@ -13,8 +13,9 @@ explain
 analyze
     Rank r scores its rows of every maps file; the metric rows are gathered to rank 0 (over the
     process group: no shared filesystem needed) in the order of a one-process run, where the
-    summary and the hypotheses are computed. Nothing is written when a rank fails (the
-    command is cheap next to explain: a rerun starts over).
+    summary and the hypotheses are computed; :func:`analyze_into` (``densevis analyze``) has
+    rank 0 write them. Nothing is written when a rank fails (the command is cheap next to
+    explain: a rerun starts over).
 
 Examples
 --------
