@@ -49,7 +49,8 @@ class SaliencyEngine:
         A classifier taking (N, C, H, W) float input. It stays on its device; inputs are moved
         there.
     methods : str or list of str
-        ``"panel"`` (vanilla, guided, gradcam, guided_gradcam: the original study's panel),
+        ``"panel"`` (the original study's four methods; the groups are
+        :data:`~densevis.saliency.methods.GROUPS`),
         ``"all"``, ``"a,b"`` or a list of names from :data:`METHODS`.
     layers : str or list of str
         For layer methods: ``"all"`` (every child of ``model.features``), names of children of

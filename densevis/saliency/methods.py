@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from densevis.errors import DensevisError
 
-#: Named method groups accepted wherever a method list is.
+#: Named method groups accepted wherever a method list is; ``panel`` is the original study's.
 GROUPS = {"panel": ("vanilla", "guided", "gradcam", "guided_gradcam")}
 
 NEEDS = frozenset({"input_grad", "guided_grad", "layer_grads", "layer_acts"})
