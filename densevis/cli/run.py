@@ -21,8 +21,8 @@ of its maps to the trained model's, once every layer is re-initialized (and for 
 memorized shuffled labels), certainly below 0.5 (the threshold, with no further margin).
 
 examples:
-  densevis run                          # the default: 3 models, about 8 minutes on 2 cores
-  densevis run --quick --out reports    # the same design at 64 px (about 3 minutes)
+  densevis run                          # the default: 3 models (times: README, Benchmarks)
+  densevis run --quick --out reports    # the same design at 64 px, a few minutes
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
   pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run
