@@ -62,9 +62,8 @@ class Runner:
 
     # ---------------------------------------------------------------------------------- driver
     def run(self) -> Path:
-        from densevis.distributed import init_process_group, main_only
+        from densevis.distributed import init_process_group_for, main_only
         from densevis.experiment import steps
-        from densevis.model import resolve_device
         from densevis.report.build import write_run
 
         plan = [("generate", steps.generate), ("train", steps.train),
@@ -72,7 +71,7 @@ class Runner:
                 ("analyze", steps.analyze), ("sanity", steps.sanity),
                 ("hypotheses", steps.hypotheses)]
         if self.world.sharded:
-            init_process_group(self.world, resolve_device(self.spec.saliency.device).type)
+            init_process_group_for(self.spec.saliency.device, self.world)
         models = len(self.stages.replicates)
         self.say(f"{models} model{'s' if models > 1 else ''} "
                  f"({', '.join(r.label for r in self.stages.replicates)}): every verdict rests "
