@@ -5,10 +5,10 @@ with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT
 process finds its place with :func:`world_from_env`, joins the process group
 (:func:`init_process_group`: NCCL on CUDA, gloo on the CPU, plus a gloo group for control
 messages), runs on :func:`rank_device` (``cuda:LOCAL_RANK``) and works on its contiguous slice
-of the rows, :func:`shard_ranges`. The sharded commands themselves are in
+of the rows, :func:`shard_ranges`. The sharded commands are built on this module in
 :mod:`densevis.shards` (:func:`~densevis.shards.explain_sharded`,
-:func:`~densevis.shards.analyze_sharded`, :func:`~densevis.shards.metrics_sharded`), re-exported
-here.
+:func:`~densevis.shards.analyze_sharded`, :func:`~densevis.shards.metrics_sharded`); this
+module knows nothing of them.
 
 Every step of a sharded run is an :func:`agree` call: each rank runs its part, then all ranks
 exchange one status; when any rank failed, every rank raises the same :class:`RankFailure`
@@ -36,7 +36,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+import torch.distributed as dist
+
 from densevis.errors import USER_ERRORS, DensevisError
+from densevis.model import resolve_device
 
 TIMEOUT_ENV = "DENSEVIS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 24 * 3600
@@ -107,10 +111,6 @@ def world_from_env(env=None) -> World:
 def rank_device(spec: str, world: World | None = None):
     """The device of this rank: ``auto`` and ``cuda`` give ``cuda:LOCAL_RANK`` (``auto`` falls
     back to the CPU without CUDA); ``cpu`` and an explicit ``cuda:N`` are taken as given."""
-    import torch
-
-    from densevis.model import resolve_device
-
     world = world or world_from_env()
     spec = str(spec)
     if spec == "cuda" or (spec == "auto" and torch.cuda.is_available()):
@@ -138,9 +138,6 @@ def init_process_group(world: World | None = None, device_type: str = "cpu") -> 
     """Join the run's process group once per process (no-op for a plain run or when the caller
     already did): NCCL when the ranks use CUDA, else gloo; the status exchanges always go
     through gloo (CPU objects; NCCL would make a waiting rank spin its GPU)."""
-    import torch
-    import torch.distributed as dist
-
     world = world or world_from_env()
     if not world.sharded:
         return
@@ -167,9 +164,13 @@ def init_process_group(world: World | None = None, device_type: str = "cpu") -> 
             dist.new_group(backend="gloo", timeout=timeout())
 
 
-def _shutdown() -> None:
-    import torch.distributed as dist
+def init_process_group_for(device, world: World | None = None) -> None:
+    """:func:`init_process_group` for ranks that compute on ``device`` (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``): the backend follows the device type it resolves to."""
+    init_process_group(world, resolve_device(str(device)).type)
 
+
+def _shutdown() -> None:
     _CONTROL.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -211,8 +212,6 @@ def agree(step: str, work: Callable, hint: str = "", values: str | None = "all")
     RankInputError, RankFailure
         On every rank, when a rank raised: bad input everywhere it failed -> RankInputError.
     """
-    import torch.distributed as dist
-
     world = world_from_env()
     if not world.sharded:
         return [work()]
@@ -275,8 +274,6 @@ def main_only(step: str, work: Callable):
 
 def report(command: str, exc: RankFailure) -> int:
     """Print a sharded command's failure once (on rank 0) and return its exit status."""
-    import torch.distributed as dist
-
     if exc.reporter:
         print(f"densevis {command}: error: {exc}", file=sys.stderr, flush=True)
     if world_from_env().sharded and dist.is_initialized():
@@ -284,6 +281,21 @@ def report(command: str, exc: RankFailure) -> int:
         with contextlib.suppress(RuntimeError):
             dist.barrier(group=_control_group())
     return exc.exit_code
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0 (a plain run's one process is): the one that prints and
+    writes what the run returns."""
+    return world_from_env().rank == 0
+
+
+def exit_status(command: str, work: Callable[[], int | None]) -> int:
+    """Run a command's ``work()`` and return its exit status; a :class:`RankFailure` is
+    printed once (rank 0) and gives the same status on every rank (see :func:`report`)."""
+    try:
+        return int(work() or 0)
+    except RankFailure as exc:
+        return report(command, exc)
 
 
 def shard_ranges(count: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
@@ -296,13 +308,3 @@ def shard_ranges(count: int, parts: int, align: int = 1) -> list[tuple[int, int]
     blocks = -(-count // align)
     bounds = [min(count, blocks * part // parts * align) for part in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-def __getattr__(name: str):
-    """The sharded commands live in :mod:`densevis.shards` (imported on first use)."""
-    if name in ("explain_sharded", "analyze_sharded", "metrics_sharded", "merge_maps",
-                "shard_folder", "shard_path"):
-        from densevis import shards
-
-        return getattr(shards, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

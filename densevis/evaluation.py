@@ -1,10 +1,11 @@
 """Evaluate a classifier on probe sets: accuracy, confusions, logit margins and where it fails.
 
 Per image (:func:`evaluate_images`): the prediction, the logit margin (the positive, "square",
-logit minus the negative one, as everywhere in densevis), and the square's geometry
-from the masks and the objects table: its side, whether it touches a circle (overlaps one or lies
-next to it, so that the two merge into one white blob) and whether it is *invisible* (every square
-pixel is also a circle pixel: white on white, no model can see it). :func:`summarize` turns that
+logit minus the negative one, as everywhere in densevis), and the square's geometry from the
+masks and the objects table (:func:`probes.measure.scene_geometry`): its side, whether it touches a
+circle (overlaps one or lies next to it, so that the two merge into one white blob) and whether
+it is *invisible* (every square pixel is also a circle pixel: white on white, no model can see
+it). :func:`summarize` turns that
 into a tidy table ``set, breakdown, group, metric, value``; the counts (:data:`COUNTS`) in
 ``value`` are Python ints, the rest floats, so that the CSV writes counts as integers.
 
@@ -27,16 +28,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from densevis.errors import DensevisError
-from densevis.model import load_checkpoint, preprocess, resolve_device
-from probes import ProbeSet
+from densevis.model import check_image_size, load_checkpoint, predict, resolve_device
+from probes import STUDY_IMAGE_SIZE, ProbeSet
 from probes.atomic import atomic_output
+from probes.measure import scene_geometry
 
-#: Square-side bin edges at the reference size of 256 px (scaled to the set's size).
-SIZE_EDGES_256 = (0, 20, 30, 40, 50, 75, 1e9)
-_TOUCH = np.ones((1, 3, 3), bool)  # 8-neighbourhood: a circle next to the square merges with it
+#: Square-side bin edges (px) at the study's image size (scaled to the set's size).
+SQUARE_SIDE_EDGES = (0, 20, 30, 40, 50, 75, 1e9)
 #: The metrics of :func:`summarize` that count images (integers in its ``value`` column).
 COUNTS = ("n", "tn", "fp", "fn", "tp", "invisible_squares")
 #: The format of :func:`summarize`'s table (a run's cache keys include it, so that a table of
@@ -44,67 +44,9 @@ COUNTS = ("n", "tn", "fp", "fn", "tp", "invisible_squares")
 TABLE_FORMAT = "densevis-evaluation/2"
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
-            device: torch.device | str = "cpu", start: int = 0, stop: int | None = None,
-            channels_last: bool = False) -> np.ndarray:
-    """Logits (N, C) float32 of ``model`` in eval mode on images ``[start, stop)``, batched.
-
-    The model is put in eval mode (BatchNorm uses its running statistics) and left there.
-
-    Examples
-    --------
-    >>> logits = predict(build_model("original"), ProbeSet("val.h5"))   # doctest: +SKIP
-    """
-    model.eval()
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    chunks = []
-    for batch in probe.batches(batch_size, fields=("images",), start=start, stop=stop):
-        inputs = preprocess(batch["images"]).to(device, memory_format=memory)
-        chunks.append(model(inputs).float().cpu().numpy())
-    if not chunks:
-        return np.zeros((0, 2), np.float32)
-    return np.concatenate(chunks)
-
-
-def scene_geometry(probe: ProbeSet, batch_size: int = 512,
-                   merges: bool = True) -> pd.DataFrame:
-    """Per image: ``square_px``, ``visible_px`` (square pixels no circle covers),
-    ``touches_circle``, ``invisible`` (no square pixel visible), ``square_side`` (px, NaN
-    without a square) and ``circles_merge`` (some circles touch or overlap one another).
-
-    Read from the masks in batches (the union of a kind's pixels) and the objects table; a square
-    *touches* a circle when a circle pixel lies in or next to (8-neighbourhood) the square;
-    circles *merge* when their mask has fewer 8-connected blobs than the image has circles
-    (``merges=False`` skips that column, the slowest).
-    """
-    touches, visible, square_px, blobs = [], [], [], []
-    for batch in probe.batches(batch_size, fields=("masks/square", "masks/circle")):
-        square, circle = batch["masks/square"], batch["masks/circle"]
-        near = ndimage.binary_dilation(square, structure=_TOUCH)
-        touches.append((near & circle).any(axis=(1, 2)))
-        square_px.append(square.sum(axis=(1, 2)))
-        visible.append((square & ~circle).sum(axis=(1, 2)))
-        if merges:
-            blobs.append([ndimage.label(mask, structure=_TOUCH[0])[1] for mask in circle])
-    objects = probe.objects()
-    sides = objects[objects["kind"] == "square"].groupby("image")["size"].max()
-    circles = objects[objects["kind"] == "circle"].groupby("image").size()
-    square_px, visible = np.concatenate(square_px), np.concatenate(visible)
-    frame = pd.DataFrame({"image": np.arange(len(probe)), "square_px": square_px.astype(np.int64),
-                          "visible_px": visible.astype(np.int64),
-                          "touches_circle": np.concatenate(touches),
-                          "invisible": (square_px > 0) & (visible == 0)})
-    frame["square_side"] = frame["image"].map(sides).astype(float)
-    if merges:
-        frame["circles_merge"] = (np.concatenate(blobs)
-                                  < frame["image"].map(circles).fillna(0).to_numpy())
-    return frame
-
-
 def size_bins(side: pd.Series, image_size: int) -> pd.Series:
-    """Square sides binned by :data:`SIZE_EDGES_256` scaled to ``image_size``; labels in px."""
-    edges = [e * image_size / 256 for e in SIZE_EDGES_256]
+    """Square sides binned by :data:`SQUARE_SIDE_EDGES` scaled to ``image_size``; labels in px."""
+    edges = [e * image_size / STUDY_IMAGE_SIZE for e in SQUARE_SIDE_EDGES]
     labels = []
     for low, high in zip(edges[:-1], edges[1:]):
         first, stop = int(np.ceil(low)), int(np.ceil(high))  # integer sides in [low, high)
@@ -162,7 +104,7 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
     """Tidy table ``set, breakdown, group, metric, value`` from :func:`evaluate_images` rows.
 
     Empty groups are left out. ``image_size`` (the probe set's) scales the square-size bins;
-    without it the sides are binned as if the images were 256 px.
+    without it the sides are binned as if the images were of the study's size (256 px).
 
     Examples
     --------
@@ -205,7 +147,7 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
         if len(positives):
             for touches, group in positives.groupby("touches_circle"):
                 add("touches_circle", "yes" if touches else "no", _group_metrics(group))
-            size = image_size or 256
+            size = image_size or STUDY_IMAGE_SIZE
             bins = size_bins(positives["square_side"], size)
             for label, group in positives.groupby(bins, observed=True):
                 add("square_size", label, _group_metrics(group))
@@ -263,10 +205,7 @@ def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: s
     model, ckpt = load_checkpoint(checkpoint, device)
     probes = [ProbeSet(path) for path in data]
     for probe in probes:
-        if probe.size != ckpt["image_size"]:
-            raise DensevisError(f"{probe.path} has {probe.size}-px images but {checkpoint} was "
-                                f"trained on {ckpt['image_size']}-px ones; generate the set with "
-                                f"--size {ckpt['image_size']}")
+        check_image_size(ckpt, checkpoint, probe.size, probe.path)
     if names is None:
         names = [probe.name for probe in probes]
         names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name

@@ -26,6 +26,7 @@ import numpy as np
 
 from densevis.errors import DensevisError
 from densevis.recipe import LABEL_RULES as RULES
+from densevis.recipe import TrainConfig
 from probes import SETS, ProbeSet
 
 
@@ -47,3 +48,10 @@ def rule_labels(probe: ProbeSet, rule: str = "square", seed: int = 0) -> np.ndar
     labels = np.zeros(len(probe), np.uint8)
     labels[np.unique(hits.to_numpy())] = 1
     return labels
+
+
+def training_labels(probe: ProbeSet, config: TrainConfig) -> np.ndarray:
+    """The labels a model learns (and is validated on) under ``config.labels``: the file's
+    ground truth, a planted cue, or a seeded permutation (the data-randomization check: no
+    image keeps a reason for its label), as int64 (N,)."""
+    return rule_labels(probe, config.labels, config.seed).astype(np.int64)

@@ -7,7 +7,9 @@ Layout (maps contract of ``shared/DESIGN.md``):
   per layer, keyed by the layer's name (e.g. ``denseblock4``);
 - ``logits`` float32 (N, C), ``targets`` int64 (N,), ``index`` int64 (N,) into the probe set;
 - attrs: ``format``, ``checkpoint_sha256``, ``probe_sha256``, ``probe_set``, ``methods`` and
-  ``layers`` (JSON lists), ``method_params`` (JSON), ``versions`` (JSON), ``image_size``.
+  ``layers`` (JSON lists), ``method_params`` (JSON), ``method_signs`` (JSON: ``signed`` or
+  ``non_negative`` per method, as its registration declares, ``Method.sign``), ``versions``
+  (JSON), ``image_size``.
 
 Every map is unnormalized, at input resolution, as the method's paper defines it.
 
@@ -28,7 +30,7 @@ import numpy as np
 from densevis.errors import DensevisError
 from probes.atomic import atomic_output, check_h5, check_input_file, same_file, writing_h5
 from probes.errors import first_line
-from probes.store import CheckedDataset
+from probes.reader import CheckedDataset
 
 FORMAT = "densevis-maps/1"
 

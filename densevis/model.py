@@ -9,7 +9,7 @@ that torch + torchvision alone can load, with ``weights_only=True``: loading one
     model.load_state_dict(ckpt["state_dict"])
 
 Model input is the grey image / 255 repeated to 3 channels, float32 (N, 3, H, W): see
-:func:`preprocess`.
+:func:`preprocess`; :func:`predict` gives a model's logits on a probe file.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from torch import nn
 
 from densevis import __version__
 from densevis.errors import DensevisError
-from probes.errors import first_line
+from probes import ProbeSet
 from probes.atomic import atomic_output, check_input_file
+from probes.errors import first_line
 
 FORMAT = "densevis-checkpoint/1"
 NUM_CLASSES = 2
@@ -88,6 +89,30 @@ def preprocess(images) -> torch.Tensor:
     if images.ndim != 3:
         raise DensevisError(f"images must be (N, H, W) grey, got shape {tuple(images.shape)}")
     return (images.to(torch.float32) / 255.0).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
+            device: torch.device | str = "cpu", start: int = 0, stop: int | None = None,
+            channels_last: bool = False) -> np.ndarray:
+    """Logits (N, C) float32 of ``model`` in eval mode on images ``[start, stop)``, batched.
+
+    The model is put in eval mode (BatchNorm uses its running statistics) and left there.
+
+    Examples
+    --------
+    >>> logits = predict(build_model("original"), ProbeSet("val.h5"))   # doctest: +SKIP
+    """
+    model.eval()
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    chunks = []
+    for batch in probe.batches(batch_size, fields=("images",), start=start, stop=stop):
+        inputs = preprocess(batch["images"]).to(device, memory_format=memory)
+        chunks.append(model(inputs).float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 2), np.float32)
+    return np.concatenate(chunks)
+
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, name: str, image_size: int,
@@ -196,6 +221,37 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
                             f"its training diverged; retrain it with a lower learning rate")
     model.load_state_dict(state)
     return model.to(device).eval(), checkpoint
+
+
+def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
+    """Raise :class:`DensevisError` (parameter ``arch``) if ``model`` cannot classify
+    ``size``-px images (a forward pass of two blank images)."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, size, size, device=device))
+    except RuntimeError as exc:
+        raise DensevisError(f"{arch} cannot classify {size}-px images ({first_line(exc, 80)}); "
+                            f"use larger images or another arch", parameter="arch") from None
+
+
+def check_image_size(checkpoint: dict, path: str | os.PathLike, size: int, data: object,
+                     fix: str = "generate the probe sets with --size {trained}") -> None:
+    """Raise :class:`DensevisError` unless the model of ``checkpoint`` (read from ``path``) was
+    trained on images of the size of ``data``'s, ``size`` px.
+
+    ``data`` names the images in the message (a path, "the run's data"); ``fix`` says how to
+    make the sizes match, ``{trained}`` in it standing for the checkpoint's size.
+
+    Examples
+    --------
+    >>> check_image_size({"image_size": 64}, "m.pt", 80, "big.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    densevis.errors.DensevisError: checkpoint m.pt was trained on 64px images but big.h5 ...
+    """
+    trained = int(checkpoint["image_size"])
+    if trained != size:
+        raise DensevisError(f"checkpoint {path} was trained on {trained}px images but {data} "
+                            f"holds {size}px images; " + fix.format(trained=trained))
 
 
 def _state_mismatch(expected: dict, found: dict) -> str:

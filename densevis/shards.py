@@ -13,8 +13,9 @@ explain
 analyze
     Rank r scores its rows of every maps file; the metric rows are gathered to rank 0 (over the
     process group: no shared filesystem needed) in the order of a one-process run, where the
-    summary and the hypotheses are computed. Nothing is written when a rank fails (the
-    command is cheap next to explain: a rerun starts over).
+    summary and the hypotheses are computed; :func:`analyze_into` (``densevis analyze``) has
+    rank 0 write them. Nothing is written when a rank fails (the command is cheap next to
+    explain: a rerun starts over).
 
 Examples
 --------
@@ -30,9 +31,20 @@ import shutil
 import sys
 from pathlib import Path
 
-from densevis.distributed import (RankFailure, agree, init_process_group, rank_device,
-                                  shard_ranges, stop, world_from_env)
+import pandas as pd
+
+from densevis.analysis.baselines import BASELINES
+from densevis.analysis.replicates import evaluate_replicated
+from densevis.analysis.tables import (analyze, check_outputs, match_files, score_maps,
+                                      score_model, summarize, with_model, write_tables)
+from densevis.distributed import (RankFailure, agree, init_process_group_for, is_main,
+                                  main_only, rank_device, shard_ranges, stop, world_from_env)
 from densevis.errors import DensevisError
+from densevis.maps import MapsFile, MapsWriter
+from densevis.model import resolve_device
+from densevis.saliency.files import explain_file, prepare_explain
+from probes import ProbeSet, file_sha256
+from probes.atomic import check_output_path
 
 #: Attributes that may differ between a shard and the run that reuses it (paths, exact GPU).
 LOCAL_ATTRS = ("checkpoint", "probe", "device", "format", "image_size", "shard_rows",
@@ -62,8 +74,6 @@ def fingerprint(attrs: dict) -> dict:
 
 def finished(path: Path, attrs: dict, rows: tuple[int, int]) -> bool:
     """Whether ``path`` is a complete shard of ``rows`` made with these settings."""
-    from densevis.maps import MapsFile
-
     if not path.is_file():
         return False
     try:
@@ -88,18 +98,13 @@ def explain_sharded(checkpoint, data, out, methods="panel", layers="all", params
     RankInputError, RankFailure
         On every rank when one failed (see :func:`densevis.distributed.agree`).
     """
-    from densevis.model import resolve_device
-    from densevis.saliency.files import explain_file, prepare_explain
-    from probes import ProbeSet, file_sha256
-    from probes.atomic import check_output_path
-
     world = world_from_env()
     options = dict(methods=methods, layers=layers, params=params, method_layers=method_layers,
                    batch_size=batch_size, chunk_size=chunk_size, bf16=bf16, target=target)
     if not world.sharded:
         return explain_file(checkpoint, data, out, device=device, force=force,
                             progress=progress, **options)
-    init_process_group(world, resolve_device(str(device)).type)
+    init_process_group_for(device, world)
     out, folder = Path(out), shard_folder(out)
     hint = (f"no merged file was written; finished shards are kept in {folder} and the same "
             f"command again resumes from them")
@@ -176,8 +181,6 @@ def merge_maps(shards: list, out, count: int, attrs: dict, force: bool = False) 
     """Copy shards ``[(path, (start, stop)), ...]`` covering rows ``0..count`` in order into
     one maps file ``out`` (atomically) with attributes ``attrs``; chunk by chunk, so memory
     stays bounded (:data:`MERGE_BYTES`)."""
-    from densevis.maps import MapsFile, MapsWriter
-
     readers = []
     try:
         for path, _ in shards:
@@ -216,18 +219,11 @@ def metrics_sharded(maps_paths, data_paths, reductions=None, baselines=None,
     each rank scoring its rows of every maps file. Returned on rank 0; ``None`` on the others.
     In a plain run: the same table, computed here. ``only_baselines``: the rows of the null
     baselines alone (they depend on the maps files' layers, not on their maps)."""
-    import pandas as pd
-
-    from densevis.analysis.baselines import BASELINES
-    from densevis.analysis.tables import match_files, score_maps, score_model
-    from densevis.model import resolve_device
-    from probes import file_sha256
-
     world = world_from_env()
     baselines = BASELINES if baselines is None else tuple(baselines)
     if batch_size < 1:
         raise DensevisError(f"must be positive (got {batch_size})", parameter="batch_size")
-    init_process_group(world, resolve_device(str(device)).type)
+    init_process_group_for(device, world)
 
     def hashes() -> dict:  # rank 0 reads the probe files whole, the others their rows only
         return {str(path): file_sha256(path) for path in data_paths} if world.rank == 0 else {}
@@ -266,12 +262,6 @@ def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
                     similarity=None, model: str = "model"):
     """:func:`densevis.analysis.tables.analyze` over every rank of the run: the tables on
     rank 0 (equal to a one-process run's), ``None`` on the others."""
-    from densevis.analysis.replicates import evaluate_replicated
-    from densevis.analysis.tables import analyze, summarize, with_model
-
-    from densevis.analysis.baselines import BASELINES
-    from densevis.model import resolve_device
-
     baselines = BASELINES if baselines is None else tuple(baselines)
     if not world_from_env().sharded:
         return analyze(maps_paths, data_paths, reductions, baselines, batch_size,
@@ -288,3 +278,23 @@ def analyze_sharded(maps_paths, data_paths, reductions=None, baselines=None,
                                                          default_model=model))
     agree("hypotheses", conclude, values=None)
     return tables or None
+
+
+def analyze_into(out, maps_paths, data_paths, force: bool = False, reductions=None,
+                 baselines=None, batch_size: int = 128, device="auto", seed: int = 0,
+                 hypotheses=None, similarity=None, model: str = "model"):
+    """:func:`analyze_sharded` whose tables rank 0 writes into folder ``out``, all or none
+    (:func:`densevis.analysis.tables.write_tables`); the outputs are checked on rank 0 before
+    any work. Under torchrun the process group is joined first.
+
+    Returns
+    -------
+    (tables, paths) or None
+        The tables and the files written, on rank 0; ``None`` on the others.
+    """
+    init_process_group_for(device)
+    main_only("setup", lambda: check_outputs(out, force))
+    tables = analyze_sharded(maps_paths, data_paths, reductions, baselines, batch_size, device,
+                             seed, hypotheses, similarity, model)
+    paths = main_only("write", lambda: write_tables(out, tables, force=force))
+    return (tables, paths) if is_main() else None

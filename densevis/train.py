@@ -1,22 +1,14 @@
 """Train a classifier on a probe set: seeded, deterministic, best-by-validation checkpoint.
 
 The recipe of the original study (Adam, class-weighted cross-entropy, flips), plus what takes
-the 58k-parameter DenseNet past 98% on held-out base images at 128 px in a few CPU minutes:
+the 58k-parameter DenseNet to the accuracy and time targets of ``densevis bench train`` (README,
+Benchmarks). Each step (augmentation, learning-rate schedule, loss weights, the CPU-fast stem) is
+:class:`densevis.optimization.TrainingSteps`; this module runs the epochs:
 
-- all eight symmetries of the square (flips and quarter turns) as augmentation;
-- a short linear warm-up, then a cosine decay of the learning rate to 0 at the last step;
-- loss weight 3 on positives whose square touches a circle (they merge into one white blob:
-  most of the errors are these; weighting the negatives whose circles merge as well, with
-  classes rebalanced, lost more on the squares than it won on the circles);
-- no loss on positives that show at most 10% of their square (white on white: to any model the
-  label is noise);
 - BatchNorm statistics re-estimated on 1,024 training images before each validation, so that
   eval-mode BatchNorm matches the current weights (running averages lag behind them);
-- channels-last memory, a first convolution over the grey channel alone and the first
-  BatchNorm in NCHW (same model, same gradients, less work: :func:`fast_stem`);
-- no NaN-filling of fresh tensors, which deterministic mode does by default to expose kernels
-  that read uninitialized memory (none here does: a test trains with and without it and gets
-  the same weights) at ~4% of a step.
+- the epoch of lowest validation loss kept (or the last one), early stopping, a time budget;
+- the checkpoint written with its history, config and the hashes of its data.
 
 Batches stream from the HDF5 file (:class:`densevis.batches.BatchStream`).
 
@@ -31,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -43,17 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from densevis.batches import BatchStream, augment
 from densevis.errors import DensevisError
-from densevis.evaluation import predict, scene_geometry
-from densevis.model import build_model, preprocess, resolve_device, save_checkpoint
+from densevis.labels import training_labels
+from densevis.model import build_model, predict, preprocess, resolve_device, save_checkpoint
+from densevis.optimization import (DIVERGED_LOSS, TrainingSteps, deterministic_training,
+                                   diverged, fast_stem)
 from densevis.recipe import TrainConfig
 from probes import ProbeSet, file_sha256
 from probes.atomic import check_output_path
-from probes.errors import first_line
 
-__all__ = ["TrainConfig", "TrainResult", "fast_stem", "train", "train_model"]
+__all__ = ["TrainResult", "train", "train_model"]
 
 
 @dataclass
@@ -81,139 +73,6 @@ def open_probe_sets(data, val) -> tuple[ProbeSet, ProbeSet]:
                             f"{int(np.argmax(counts))} images; train on a set with both labels "
                             f"(e.g. base)")
     return train_set, val_set
-
-
-def training_labels(probe: ProbeSet, config: TrainConfig) -> np.ndarray:
-    """The labels the model learns (and is validated on) under ``config.labels``: the file's
-    ground truth, a planted cue, or a seeded permutation (the data-randomization check: no
-    image keeps a reason for its label). See :mod:`densevis.labels`."""
-    from densevis.labels import rule_labels
-
-    return rule_labels(probe, config.labels, config.seed).astype(np.int64)
-
-
-def loss_weights(train_set: ProbeSet, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(class weights (2,), per-image weights (N,))`` of the training loss.
-
-    Classes are weighted by inverse frequency (``class_weighted``, as the original study did).
-    Per image, from the masks: ``touching_weight`` for a positive whose square touches a circle
-    (they merge into one blob: the hard cases), and 0 for a positive that shows at most
-    ``ignore_hidden`` of its square (circles cover the rest: white on white, so its label is
-    noise to any model). Under another label rule than ``square`` those weights do not apply:
-    every image weighs 1.
-    """
-    labels = training_labels(train_set, config)
-    counts = np.bincount(labels, minlength=2)
-    classes = len(labels) / (2.0 * counts) if config.class_weighted else np.ones(2)
-    per_image = np.ones(len(labels))
-    if config.labels == "square" and (config.ignore_hidden is not None
-                                      or config.touching_weight != 1):
-        geometry = scene_geometry(train_set, merges=False)
-        per_image[(labels == 1) & geometry["touches_circle"].to_numpy()] = config.touching_weight
-        if config.ignore_hidden is not None:
-            shown = geometry["visible_px"] / geometry["square_px"].clip(lower=1)
-            hidden = (geometry["square_px"] > 0) & (shown <= config.ignore_hidden)
-            per_image[hidden.to_numpy()] = 0.0
-    return (torch.tensor(classes, dtype=torch.float32),
-            torch.tensor(per_image, dtype=torch.float32))
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0 at ``total``.
-
-    Examples
-    --------
-    >>> lr_at(0, 100, 10, 1.0), lr_at(10, 100, 10, 1.0), lr_at(100, 100, 10, 1.0)
-    (0.1, 1.0, 0.0)
-    """
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-#: Whether deterministic mode NaN-fills every fresh tensor during training (torch's default; a
-#: debugging aid that costs ~4% of a step here). Tests switch it on to show nothing reads
-#: uninitialized memory: the weights come out the same.
-FILL_UNINITIALIZED_MEMORY = False
-
-
-@contextlib.contextmanager
-def _deterministic(threads: int | None):
-    """Deterministic kernels and a thread count for the block; the previous settings return."""
-    import torch.utils.deterministic as deterministic
-
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
-                deterministic.fill_uninitialized_memory)
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED_MEMORY
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
-        deterministic.fill_uninitialized_memory = previous[2]
-
-
-@contextlib.contextmanager
-def fast_stem(model: nn.Module):
-    """Run the stem of a torchvision DenseNet faster on CPU while the block runs; same model.
-
-    - Its first convolution takes a grey (N, 1, H, W) input as well as the usual 3-channel one.
-      The model's input repeats the grey image over 3 channels, so the convolution equals one
-      over the grey channel with the weights summed over their input channels; autograd gives
-      every channel's weights the same gradient as before. A third of the first layer's work.
-    - On CPU its first BatchNorm runs in NCHW memory, its output returns to the input's
-      layout: channels-last BatchNorm over 2 channels is ~10x slower there than NCHW (torch
-      2.14; it took ~8% of a training step of ``original`` at 128 px).
-
-    Yields whether it applies (to other models it does nothing).
-
-    Examples
-    --------
-    >>> model = build_model("original")
-    >>> with fast_stem(model) as applies:
-    ...     model(torch.zeros(2, 1, 32, 32)).shape
-    torch.Size([2, 2])
-    """
-    import torchvision
-
-    features = getattr(model, "features", None)
-    conv, norm = getattr(features, "conv0", None), getattr(features, "norm0", None)
-    applies = (isinstance(model, torchvision.models.DenseNet) and conv.in_channels == 3
-               and isinstance(norm, nn.BatchNorm2d))
-    if applies:
-        def conv_forward(x):
-            weight = conv.weight.sum(1, keepdim=True) if x.shape[1] == 1 else conv.weight
-            return conv._conv_forward(x, weight, conv.bias)
-
-        def norm_forward(x):
-            if x.device.type != "cpu":
-                return nn.BatchNorm2d.forward(norm, x)
-            layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                      and not x.is_contiguous() else torch.contiguous_format)
-            return nn.BatchNorm2d.forward(norm, x.contiguous()).contiguous(memory_format=layout)
-
-        conv.forward, norm.forward = conv_forward, norm_forward
-    try:
-        yield applies
-    finally:
-        if applies:
-            del conv.forward, norm.forward  # the class's forward again
-
-
-def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
-    """Raise :class:`DensevisError` (parameter ``arch``) if ``model`` cannot classify
-    ``size``-px images (a forward pass of two blank images)."""
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, 3, size, size, device=device))
-    except RuntimeError as exc:
-        raise DensevisError(f"{arch} cannot classify {size}-px images ({first_line(exc, 80)}); "
-                            f"use larger images or another arch", parameter="arch") from None
 
 
 @torch.no_grad()
@@ -246,93 +105,6 @@ def _validate(model: nn.Module, val_set: ProbeSet, config: TrainConfig, device) 
             "val_accuracy": float((logits.argmax(1) == labels).float().mean())}
 
 
-#: A validation loss above this (100 times that of guessing one of two classes) means the
-#: weights have left any useful region: the training diverged.
-DIVERGED_LOSS = 100 * math.log(2)
-
-
-def diverged(config: TrainConfig, what: str) -> DensevisError:
-    """The error of a training that diverged (``what``: the evidence): its learning rate."""
-    return DensevisError(f"is too high: the training diverged ({what}); lower it (now "
-                         f"{config.lr:g}); no checkpoint was written", parameter="lr")
-
-
-class _Steps:
-    """The optimization of one run: model, averaged model, optimizer, loss weights, batches."""
-
-    def __init__(self, train_set: ProbeSet, config: TrainConfig, device: torch.device):
-        self.config, self.device = config, device
-        self.memory = torch.channels_last if config.channels_last else torch.contiguous_format
-        torch.manual_seed(config.seed)
-        model = build_model(config.arch).to(device)
-        check_model_fits(model, config.arch, train_set.size, device)
-        self.model = model.to(memory_format=self.memory)
-        self.average = (torch.optim.swa_utils.AveragedModel(
-            self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),
-            use_buffers=True) if config.ema else None)
-        self.class_weights, self.image_weights = (
-            w.to(device) for w in loss_weights(train_set, config))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          weight_decay=config.weight_decay)
-        self.stream = BatchStream(train_set, config.batch_size, config.seed,
-                                  labels=training_labels(train_set, config))
-        self.generator = torch.Generator().manual_seed(config.seed + 1)  # augmentation draws
-        self.total = config.epochs * len(self.stream)
-        self.warmup = round(config.warmup_epochs * len(self.stream))
-        self.step = 0
-
-    @property
-    def kept(self) -> nn.Module:
-        """The model that is validated and saved: the averaged one when there is one."""
-        return self.average.module if self.average is not None else self.model
-
-    def lr(self) -> float:
-        return lr_at(self.step, self.total, self.warmup, self.config.lr)
-
-    def train_batch(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
-                    grey: bool) -> tuple[float, float]:
-        """One optimization step on a batch of the stream; ``(its loss, how many it got
-        right)``. ``grey``: the model takes the grey channel alone (see :func:`fast_stem`)."""
-        config, device = self.config, self.device
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr()
-        images = augment(torch.from_numpy(images), self.generator, config.augment, config.shift)
-        inputs = images.unsqueeze(1).float() / 255.0 if grey else preprocess(images)
-        inputs = inputs.to(device, memory_format=self.memory)
-        labels = torch.from_numpy(labels).to(device)
-        logits = self.model(inputs)
-        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
-        weights = (self.class_weights[labels]
-                   * self.image_weights[torch.from_numpy(index).to(device)])
-        loss = (losses * weights).sum() / weights.sum().clamp_min(1e-12)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.average is not None:
-            self.average.update_parameters(self.model)
-        self.step += 1
-        value = float(loss.detach())
-        if not math.isfinite(value):  # every later step would be NaN too: stop now
-            raise diverged(config, f"loss {value} at step {self.step}")
-        return value, float((logits.argmax(1) == labels).sum())
-
-    def epoch(self, epoch: int, bar, deadline: float) -> tuple[float, float, bool]:
-        """Train one epoch; ``(mean loss, accuracy, whether the deadline cut it short)``."""
-        seen = correct = loss_sum = 0.0
-        self.model.train()
-        with fast_stem(self.model) as grey:
-            for images, labels, index in self.stream.epoch(epoch):
-                loss, right = self.train_batch(images, labels, index, grey)
-                seen += len(labels)
-                loss_sum += loss * len(labels)
-                correct += right
-                bar.update()
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-                if time.perf_counter() > deadline:
-                    return loss_sum / seen, correct / seen, True
-        return loss_sum / seen, correct / seen, False
-
-
 def _scored(config: TrainConfig, epoch: int, cut: bool) -> bool:
     """Whether epoch ``epoch`` (0-based) is validated: always, except the epochs before the last
     of a run that keeps its last epoch and cannot stop early."""
@@ -356,14 +128,12 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
     >>> result.best["val_accuracy"], result.stopped                      # doctest: +SKIP
     (0.99, 'completed')
     """
-    from tqdm.auto import tqdm
-
     config.validate()
     device = resolve_device(config.device)
-    with _deterministic(config.threads):
+    with deterministic_training(config.threads):
         start = time.perf_counter()
         deadline = start + 60 * config.max_minutes if config.max_minutes else math.inf
-        steps = _Steps(train_set, config, device)
+        steps = TrainingSteps(train_set, config, device)
         calibration = train_set.images[:config.recalibrate]  # fixed images: deterministic
         history, best, best_state, stale, stopped = [], None, None, 0, "completed"
         for epoch in range(config.epochs):

@@ -15,12 +15,15 @@ Examples
 ('lines_only', 0, True)
 """
 
-__version__ = "0.1.0"
+from .contract import FORMAT
+from .errors import ProbeError
+from .params import STUDY_IMAGE_SIZE
+from .reader import ProbeSet, file_sha256, shape_of
+from .scene import KINDS, Shape, footprint, render
+from .sets import SETS, get_set
+from .version import __version__
+from .writer import write_probe_set
 
-from .errors import ProbeError  # noqa: E402
-from .scene import KINDS, Shape, footprint, render  # noqa: E402
-from .sets import SETS, get_set  # noqa: E402
-from .store import FORMAT, ProbeSet, file_sha256, shape_of, write_probe_set  # noqa: E402
-
-__all__ = ["FORMAT", "KINDS", "SETS", "ProbeError", "ProbeSet", "Shape", "file_sha256",
-           "footprint", "get_set", "render", "shape_of", "write_probe_set"]
+__all__ = ["FORMAT", "KINDS", "SETS", "STUDY_IMAGE_SIZE", "ProbeError", "ProbeSet", "Shape",
+           "__version__", "file_sha256", "footprint", "get_set", "render", "shape_of",
+           "write_probe_set"]

@@ -27,6 +27,8 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import h5py
+
 from .errors import ProbeError
 
 #: This machine in temporary names (a short hash of the host name): on a filesystem that several
@@ -331,8 +333,6 @@ def writing_h5(path: str | os.PathLike, **options) -> Iterator:
     """A new HDF5 file at ``path`` (a temporary path of :func:`atomic_output`) whose write
     errors surface as :class:`OSError` from :func:`check_h5` or on leaving the block, never
     inside HDF5."""
-    import h5py
-
     sink = _Sink(Path(path))
     try:
         h5 = h5py.File(sink, "w", **options)

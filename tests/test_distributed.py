@@ -17,7 +17,8 @@ import torch
 
 from densevis.cli import main
 from densevis.distributed import (RankFailure, RankInputError, World, _failure, agree,
-                                  rank_device, shard_ranges, world_from_env)
+                                  exit_status, init_process_group_for, is_main, rank_device,
+                                  shard_ranges, world_from_env)
 from densevis.errors import DensevisError
 from densevis.maps import MapsFile
 from densevis.model import build_model, save_checkpoint
@@ -172,6 +173,28 @@ def test_a_failure_is_one_message_with_the_rank_and_the_exit_status():
                      World(0, 4, 0), "shards kept")
     assert type(mixed) is RankFailure and mixed.exit_code == 1 and mixed.reporter
     assert str(mixed) == "explain failed on rank 2 of 4: bad (also on rank 3); shards kept"
+
+
+def test_a_command_reports_a_rank_failure_once_with_its_exit_status(capsys):
+    def failing(reporter: bool):
+        def work():
+            exc = RankInputError("bad input on rank 1")
+            exc.reporter = reporter
+            raise exc
+        return work
+
+    assert exit_status("explain", lambda: None) == 0 and is_main()
+    assert exit_status("explain", failing(reporter=False)) == 2
+    assert capsys.readouterr().err == ""  # another rank prints it
+    assert exit_status("explain", failing(reporter=True)) == 2
+    assert capsys.readouterr().err == "densevis explain: error: bad input on rank 1\n"
+
+
+def test_a_plain_run_joins_no_process_group_but_checks_the_device():
+    init_process_group_for("cpu")  # a no-op without torchrun
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(DensevisError, match="tpu"):
+        init_process_group_for("tpu")
 
 
 def test_a_plain_run_agrees_with_itself():

@@ -10,9 +10,10 @@ import torch
 
 from densevis.cli import main
 from densevis.errors import DensevisError
-from densevis.evaluation import evaluate_checkpoint, predict, scene_geometry, summarize
-from densevis.model import build_model, save_checkpoint
+from densevis.evaluation import evaluate_checkpoint, summarize
+from densevis.model import build_model, predict, save_checkpoint
 from probes import ProbeSet, write_probe_set
+from probes.measure import scene_geometry
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_image_size_of_data_and_checkpoint_must_match(checkpoint, tmp_path, one_
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(other),
                  "--out", str(tmp_path / "eval.csv")])
     assert code == 2
-    one_line_error("evaluate", "80-px", "64-px", "--size 64")
+    one_line_error("evaluate", "80px", "64px", "--size 64")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.h5"]
 
 

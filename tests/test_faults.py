@@ -196,15 +196,15 @@ def test_report_out_equal_to_one_of_its_tables_is_refused(tmp_path, fails):
 
 def test_a_file_that_appears_while_writing_is_kept(tmp_path, monkeypatch, capsys):
     """Two writers of one new --out: the second to finish fails and the first file stays."""
-    import probes.store
+    import probes.writer
 
-    out, real = tmp_path / "a.h5", probes.store._write_attrs
+    out, real = tmp_path / "a.h5", probes.writer._write_attrs
 
     def racing(h5, *args):  # another process finishes the same output meanwhile
         out.write_bytes(b"the other writer's file")
         return real(h5, *args)
 
-    monkeypatch.setattr(probes.store, "_write_attrs", racing)
+    monkeypatch.setattr(probes.writer, "_write_attrs", racing)
     assert main(["generate", "base", "--n", "4", "--size", "32", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "appeared while this command wrote it" in err and err.count("\n") == 1

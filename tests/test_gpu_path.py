@@ -2,7 +2,7 @@
 autocast within its documented tolerance; on CUDA also equality with the CPU, no host
 synchronisation inside a batch, and explain_file on the GPU. The layout, the copies and bf16
 are checked on the CPU here (the same code); the CUDA-only tests run in the device check
-(``python -m densevis.bench.device_check``)."""
+(``python tests/device_check.py``)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import probes.store
+import probes.writer
 from densevis.cli import main
 from probes import ProbeError, ProbeSet, write_probe_set
 
@@ -111,7 +111,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
 
 
 def test_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
-    real = probes.store._render_chunk
+    real = probes.writer._render_chunk
     calls = []
 
     def failing(job):
@@ -120,7 +120,7 @@ def test_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(job)
 
-    monkeypatch.setattr(probes.store, "_render_chunk", failing)
+    monkeypatch.setattr(probes.writer, "_render_chunk", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_probe_set(tmp_path / "x.h5", "base", n=200, size=64, workers=1)
     assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,7 @@ from matplotlib.image import imread
 
 from densevis.analysis.sanity import randomized_models
 from densevis.errors import DensevisError
-from densevis.evaluation import predict
-from densevis.model import build_model, load_checkpoint, preprocess, save_checkpoint
+from densevis.model import build_model, load_checkpoint, predict, preprocess, save_checkpoint
 from densevis.report import model_figures, panels
 from densevis.saliency import SaliencyEngine
 from densevis.saliency.tiles import Tile, color_limit, map_note, map_style, tile_grid

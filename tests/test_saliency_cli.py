@@ -52,6 +52,8 @@ def test_explain_writes_the_maps_file_of_the_contract(explained, checkpoint, bas
         assert attrs["methods"] == ["vanilla", "guided_gradcam", "rise"]
         assert attrs["layers"] == ["norm0", "denseblock4"]
         assert attrs["method_params"]["rise"]["masks"] == 8
+        assert attrs["method_signs"] == {"vanilla": "signed", "guided_gradcam": "signed",
+                                         "rise": "non_negative"}
         assert {"densevis", "torch", "torchvision"} <= set(attrs["versions"])
         # the file holds what the Python API gives for the same images (second batch here)
         model, _ = load_checkpoint(checkpoint)
@@ -143,11 +145,13 @@ def test_bench_saliency_reports_the_figures_as_json(capsys):
     assert figures["captum_s"] > 0 and figures["speedup_vs_captum"] > 0
 
 
-def test_explain_help_states_the_registry_defaults():
-    from densevis.cli import explain
-    from densevis.saliency import METHODS
+def test_explain_help_lists_the_registry_with_its_defaults(capsys):
+    from densevis.saliency import GROUPS, METHODS
 
-    text = " ".join(explain.__doc__.split())
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{methods}" not in text and all(name in text for name in GROUPS)
     for method in METHODS.values():
         assert method.name in text
         for key, value in method.defaults.items():

@@ -11,13 +11,15 @@ import torch
 from densevis.batches import BatchStream, augment
 from densevis.cli import main
 from densevis.errors import DensevisError
-from densevis.model import load_checkpoint, read_checkpoint
+import densevis.optimization
+from densevis.labels import training_labels
+from densevis.model import (build_model, check_model_fits, load_checkpoint, predict, preprocess,
+                            read_checkpoint)
+from densevis.optimization import fast_stem, loss_weights, lr_at
 from densevis.recipe import AUGMENTATIONS, TrainConfig
-from densevis.evaluation import scene_geometry
-from densevis.model import build_model, preprocess
-from densevis.train import (check_model_fits, fast_stem, loss_weights, lr_at,
-                            recalibrate_batchnorm, train, train_model, training_labels)
+from densevis.train import recalibrate_batchnorm, train, train_model
 from probes import ProbeSet, write_probe_set
+from probes.measure import scene_geometry
 
 # A learnable task at 64 px in seconds: squares of 6-12 px among at most two circles.
 EASY = {"max_circles": 2, "min_side": 24}
@@ -198,7 +200,6 @@ def test_the_checkpoint_holds_the_best_epoch_its_history_and_config(trained, eas
     model, _ = load_checkpoint(trained)
     val = ProbeSet(easy / "val.h5")
     with torch.no_grad():
-        from densevis.evaluation import predict
         logits = predict(model, val)
     accuracy = float((logits.argmax(1) == val.labels[:]).mean())
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
@@ -220,13 +221,11 @@ def test_one_seed_gives_identical_weights_and_another_seed_does_not(easy):
 def test_no_kernel_reads_uninitialized_memory(easy, monkeypatch):
     """Training skips deterministic mode's NaN-filling of fresh tensors (for speed); with it the
     weights are the same, so no kernel reads memory it did not write."""
-    import densevis.train
-
     config = dataclasses.replace(FAST, epochs=1)
     train_set, val_set = ProbeSet(easy / "train.h5"), ProbeSet(easy / "val.h5")
     weights = []
     for fill in (False, True):
-        monkeypatch.setattr(densevis.train, "FILL_UNINITIALIZED_MEMORY", fill)
+        monkeypatch.setattr(densevis.optimization, "FILL_UNINITIALIZED_MEMORY", fill)
         weights.append(train_model(train_set, val_set, config, progress=False).model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 

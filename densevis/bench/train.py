@@ -8,7 +8,7 @@ positives whose square touches no circle) and the ceiling that invisible squares
 The target: >= 98% held-out, >= 99% clean, <= 5 minutes on 2 CPU cores.
 
 It also measures what the recipe's CPU speed-ups buy per training step
-(:func:`densevis.train.fast_stem` and no NaN-filling of fresh tensors): ``--ratio-steps``
+(:func:`densevis.optimization.fast_stem` and no NaN-filling of fresh tensors): ``--ratio-steps``
 training steps (augmentation, weighted loss, Adam) of a plain model (3-channel input,
 channels-last, torch's deterministic defaults) and of the recipe's are interleaved on the same
 batches, and ``step_ratio`` is the ratio of their median times (< 1: the recipe is faster).
@@ -81,14 +81,14 @@ def step_ratio(train_set, config, steps: int) -> dict:
     import torch.utils.deterministic as deterministic
 
     from densevis.model import resolve_device
-    from densevis.train import _deterministic, _Steps, fast_stem
+    from densevis.optimization import TrainingSteps, deterministic_training, fast_stem
 
-    with _deterministic(config.threads), contextlib.ExitStack() as stack:
-        contenders = {name: _Steps(train_set, config, resolve_device(config.device))
+    with deterministic_training(config.threads), contextlib.ExitStack() as stack:
+        contenders = {name: TrainingSteps(train_set, config, resolve_device(config.device))
                       for name in ("plain", "recipe")}  # seeded: the same initial weights
         grey = {"plain": False,
                 "recipe": stack.enter_context(fast_stem(contenders["recipe"].model))}
-        # torch's default for the plain step, the recipe's setting (see _deterministic) for its
+        # torch's default for the plain step, the recipe's (deterministic_training's) for its
         fill = {"plain": True, "recipe": deterministic.fill_uninitialized_memory}
         stream = contenders["recipe"].stream
         epochs = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from densevis.errors import DensevisError
     from densevis.evaluation import evaluate_images, summarize
-    from densevis.train import TrainConfig, train_model
+    from densevis.recipe import TrainConfig
+    from densevis.train import train_model
     from probes import ProbeSet
 
     if args.n < 2 or args.n_test < 1 or args.ratio_steps < 0:

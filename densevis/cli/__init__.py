@@ -1,7 +1,9 @@
 """The ``densevis`` command line: one module per subcommand, each with ``configure`` and ``run``.
 
 A subcommand module defines ``HELP`` (one line), ``configure(parser)`` to add its arguments and
-``run(args) -> int | None``. Heavy imports (torch) happen inside ``run`` so ``--help`` is quick.
+``run(args) -> int | None``, and may define ``describe() -> str``, its description made when
+the help is shown (from a registry). Heavy imports (torch) happen inside ``run`` so ``--help``
+is quick.
 Bad input raises one of :data:`densevis.errors.USER_ERRORS`; it is printed as one line on stderr
 and the exit status is 2 (an error about an API parameter, such as ``batch_size``, is printed
 with the command's flag, ``--batch-size``). So are the OS errors of a full disk, a read-only or
@@ -18,6 +20,7 @@ import importlib
 import signal
 import sys
 import threading
+from typing import Callable
 
 from densevis import __version__
 from densevis.errors import USER_ERRORS
@@ -27,7 +30,18 @@ COMMANDS = ("generate", "train", "evaluate", "explain", "analyze", "report", "ru
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line (exit 2), pointing at ``--help``."""
+    """argparse that reports usage errors as one line (exit 2), pointing at ``--help``.
+
+    ``describe``, when set, makes the description when the help is shown: a command whose help
+    lists a registry imports it only then, so every other command's start stays quick.
+    """
+
+    describe: Callable[[], str] | None = None
+
+    def format_help(self) -> str:  # noqa: D102 - argparse API
+        if self.describe is not None:
+            self.description, self.describe = self.describe(), None
+        return super().format_help()
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse API
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -45,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"densevis.cli.{name}")
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.describe = getattr(module, "describe", None)
         module.configure(sub)
         sub.set_defaults(handler=module.run, flags=flags_of(sub))
     return parser

@@ -76,23 +76,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevis.distributed import RankFailure, report
+    from densevis.distributed import exit_status
 
-    try:
-        return _analyze(args)
-    except RankFailure as exc:  # a sharded run: one message (rank 0), the same status everywhere
-        return report("analyze", exc)
+    return exit_status("analyze", lambda: _analyze(args))
 
 
 def _analyze(args: argparse.Namespace) -> int:
     from densevis.analysis.baselines import BASELINES
     from densevis.analysis.reduce import parse_overrides
-    from densevis.analysis.tables import check_outputs, read_sanity, write_tables
+    from densevis.analysis.tables import read_sanity
     from densevis.experiment.spec import load_spec
-    from densevis.distributed import init_process_group, main_only, world_from_env
     from densevis.errors import DensevisError
-    from densevis.model import resolve_device
-    from densevis.shards import analyze_sharded
+    from densevis.shards import analyze_into
 
     if args.alpha is not None and not 0 < args.alpha < 1:
         raise DensevisError(f"--alpha must be between 0 and 1 (got {args.alpha})")
@@ -108,16 +103,14 @@ def _analyze(args: argparse.Namespace) -> int:
                                 f"{', '.join(models)}, not of --model {args.model}; pass "
                                 f"--model with the label of the model these maps come from")
         similarity = similarity[similarity["model"] == args.model]
-    init_process_group(world_from_env(), resolve_device(args.device).type)  # if under torchrun
-    main_only("setup", lambda: check_outputs(args.out, args.force))  # rank 0 writes the tables
-    # a plain run under WORLD_SIZE 1 (or without torchrun): analyze itself
-    tables = analyze_sharded(args.maps, args.data, reductions=reductions,
-                             baselines=() if args.no_baselines else BASELINES,
-                             batch_size=args.batch_size, device=args.device, seed=args.seed,
-                             hypotheses=hypotheses, similarity=similarity, model=args.model)
-    paths = main_only("write", lambda: write_tables(args.out, tables, force=args.force))
-    if tables is None:  # not rank 0
+    written = analyze_into(args.out, args.maps, args.data, force=args.force,
+                           reductions=reductions,
+                           baselines=() if args.no_baselines else BASELINES,
+                           batch_size=args.batch_size, device=args.device, seed=args.seed,
+                           hypotheses=hypotheses, similarity=similarity, model=args.model)
+    if written is None:  # not rank 0
         return 0
+    tables, paths = written
     verdicts = tables["hypotheses"].query("statistic_key == 'overall'")["verdict"].value_counts()
     counts = ", ".join(f"{count} {name}" for name, count in verdicts.items()) or "none testable"
     print(f"wrote {', '.join(str(p) for p in paths)}: {len(tables['metrics'])} metric rows; "

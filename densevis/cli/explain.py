@@ -6,12 +6,7 @@ gradients, SmoothGrad, occlusion, Score-CAM and RISE add their own batched passe
 unnormalized, at input resolution, w.r.t. the grey image (see the maps contract). Each image is
 explained for its own target: its label by default.
 
-methods: vanilla guided input_x_gradient gradcam gradcam_pp xgradcam hirescam layercam
-guided_gradcam integrated_gradients smoothgrad smoothgrad_sq occlusion scorecam rise; groups: all,
-panel (vanilla, guided, gradcam, guided_gradcam: the original study's panel; the default).
-method parameters (--param METHOD.KEY=VALUE): integrated_gradients steps=50 baseline=0.0
-rule=gausslegendre; smoothgrad, smoothgrad_sq samples=25 sigma=0.15 seed=0; occlusion window=16
-stride=8 baseline=0.0; rise masks=2000 cells=8 p=0.5 seed=0.
+{methods}
 layers: all (every child of model.features), names of those children, or module paths.
 
 Sharded over processes/GPUs: under torchrun (WORLD_SIZE > 1) each process explains its slice
@@ -32,8 +27,26 @@ examples:
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 HELP = "compute saliency maps (vanilla, guided, Grad-CAM family, IG, ...) into a maps file"
+
+
+def describe() -> str:
+    """The command's description with the methods, groups and parameters of the registry (read
+    only when the help is shown: the registry imports torch)."""
+    from densevis.saliency import GROUPS, METHODS
+
+    groups = ", ".join(f"{name} ({', '.join(members)})" for name, members in GROUPS.items())
+    sharing: dict[tuple, list[str]] = {}  # methods with the same parameters are listed together
+    for method in METHODS.values():
+        if method.defaults:
+            sharing.setdefault(tuple(method.defaults.items()), []).append(method.name)
+    params = "; ".join(f"{', '.join(names)} {' '.join(f'{k}={v}' for k, v in defaults)}"
+                       for defaults, names in sharing.items())
+    text = (f"methods: {' '.join(METHODS)}; groups: all, {groups}; the default, panel, is the "
+            f"original study's panel. method parameters (--param METHOD.KEY=VALUE): {params}.")
+    return __doc__.replace("{methods}", textwrap.fill(text, width=96))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -76,18 +89,6 @@ def parse_method_params(items: list[str]) -> dict[str, dict[str, str]]:
     return params
 
 
-def target_rule(text: str):
-    """``"label"``, ``"predicted"`` or a class number (int)."""
-    from densevis.errors import DensevisError
-
-    if text in ("label", "predicted"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise DensevisError(f"--target {text!r}: use label, predicted or a class number") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from densevis.errors import DensevisError
 
@@ -107,37 +108,34 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint or not args.out:
         raise DensevisError("give --checkpoint MODEL.pt and --out MAPS.h5 (or --maps MAPS.h5 "
                             "--figures DIR to draw an existing file)")
-    from densevis.distributed import RankFailure, report, world_from_env
+    from densevis.distributed import exit_status
+    from densevis.saliency.files import target_rule
 
-    try:
-        explain(args)
-    except RankFailure as exc:  # a sharded run: one message (rank 0), the same status everywhere
-        return report("explain", exc)
-    if args.figures and world_from_env().rank == 0:
-        draw(args.out, args.data, args.figures, args.limit)
-    return 0
+    target = target_rule(args.target)  # before any work
+    return exit_status("explain", lambda: explain(args, target))
 
 
-def explain(args: argparse.Namespace) -> None:
-    from densevis.distributed import world_from_env
+def explain(args: argparse.Namespace, target) -> None:
+    from densevis.distributed import is_main
+    from densevis.maps import MapsFile
     from densevis.shards import explain_sharded
 
     # a plain run under WORLD_SIZE 1 (or without torchrun): explain_file itself
     path = explain_sharded(args.checkpoint, args.data, args.out, methods=args.methods,
                            layers=args.layers, params=parse_method_params(args.param),
                            device=args.device, batch_size=args.batch_size,
-                           chunk_size=args.chunk_size, bf16=args.bf16,
-                           target=target_rule(args.target), force=args.force)
-    if world_from_env().rank != 0:
+                           chunk_size=args.chunk_size, bf16=args.bf16, target=target,
+                           force=args.force)
+    if not is_main():
         return
-    from densevis.maps import MapsFile
-
     with MapsFile(path) as maps:
         print(f"wrote {path}: {len(maps.keys)} maps of {len(maps)} images "
               f"({', '.join(maps.attrs['methods'])}; {len(maps.attrs['layers'])} layers) on "
               f"{maps.attrs['device']}"
               + (f" ({maps.attrs['world_size']} processes)" if "world_size" in maps.attrs
                  else ""))
+    if args.figures:
+        draw(path, args.data, args.figures, args.limit)
 
 
 def draw(maps_path, data_path, folder, limit: int) -> int:

@@ -21,8 +21,8 @@ of its maps to the trained model's, once every layer is re-initialized (and for 
 memorized shuffled labels), certainly below 0.5 (the threshold, with no further margin).
 
 examples:
-  densevis run                          # the default: 3 models, about 8 minutes on 2 cores
-  densevis run --quick --out reports    # the same design at 64 px (about 3 minutes)
+  densevis run                          # the default: 3 models (times: README, Benchmarks)
+  densevis run --quick --out reports    # the same design at 64 px, a few minutes
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
   pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run
@@ -49,17 +49,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from densevis.distributed import RankFailure, report
-    from densevis.experiment import load_spec, run_experiment
+    from densevis.distributed import exit_status
+    from densevis.experiment import load_spec
 
     spec = load_spec(args.spec, quick=args.quick)
-    try:
-        run_dir = run_experiment(spec, args.out, distributed=args.distributed)
-    except RankFailure as exc:
-        return report("run", exc)
-    from densevis.distributed import world_from_env
+    return exit_status("run", lambda: _run(spec, args))
 
-    if world_from_env().rank == 0:
+
+def _run(spec, args: argparse.Namespace) -> int:
+    from densevis.distributed import is_main
+    from densevis.experiment import run_experiment
+
+    run_dir = run_experiment(spec, args.out, distributed=args.distributed)
+    if is_main():
         print(f"run folder: {run_dir}")
         print(f"report: {run_dir / 'report.html'}")
     return 0

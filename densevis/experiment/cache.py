@@ -19,7 +19,7 @@ from pathlib import Path
 
 from densevis import __version__
 from probes.atomic import atomic_output, remove_stale_temps
-from probes.store import file_sha256
+from probes.reader import file_sha256
 
 
 def stage_key(stage: str, **inputs) -> str:

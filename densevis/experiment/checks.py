@@ -25,15 +25,15 @@ from densevis.analysis.baselines import BASELINES
 from densevis.analysis.hypotheses import HYPOTHESES
 from densevis.analysis.sanity import SIMILARITIES
 from densevis.experiment.plan import checkpoint_paths, train_config
-from densevis.model import build_model, load_checkpoint, resolve_device
+from densevis.model import (build_model, check_image_size, check_model_fits, load_checkpoint,
+                            resolve_device)
 from densevis.recipe import LABEL_RULES
 from densevis.saliency.engine import SaliencyEngine
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
-from densevis.train import check_model_fits
 from probes import SETS, get_set
 from probes.errors import InputError
-from probes.store import workers_that_fit
+from probes.writer import workers_that_fit
 
 #: API parameters of the training recipe -> their spec keys (the others keep their defaults).
 TRAIN_KEYS = {"arch": "model.arch", "epochs": "model.epochs", "seed": "model.seed",
@@ -103,11 +103,9 @@ def _check_model(spec, locate):
         for number, path in enumerate(checkpoint_paths(spec)):
             with at(locate, "model.checkpoint"):
                 model, checkpoint = load_checkpoint(path)
-            if checkpoint["image_size"] != spec.data.size:
-                raise locate.error("data.size", f"is {spec.data.size} but checkpoint {path} was "
-                                                f"trained on {checkpoint['image_size']}-px "
-                                                f"images; set data.size = "
-                                                f"{checkpoint['image_size']}")
+            with at(locate, "data.size"):
+                check_image_size(checkpoint, path, spec.data.size, "the run's data",
+                                 fix="set data.size = {trained}")
             if number == 0:
                 first = model
         return first

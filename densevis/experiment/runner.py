@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from densevis.distributed import init_process_group, main_only, world_from_env
+from densevis.distributed import init_process_group_for, main_only, world_from_env
 from densevis.errors import DensevisError
 from densevis.experiment import steps
 from densevis.experiment.cache import StageCache, stage_key
@@ -70,7 +70,7 @@ class Runner:
                 ("analyze", steps.analyze), ("sanity", steps.sanity),
                 ("hypotheses", steps.hypotheses)]
         if self.world.sharded:
-            init_process_group(self.world, resolve_device(self.spec.saliency.device).type)
+            init_process_group_for(self.spec.saliency.device, self.world)
         models = len(self.stages.replicates)
         self.say(f"{models} model{'s' if models > 1 else ''} "
                  f"({', '.join(r.label for r in self.stages.replicates)}): every verdict rests "

@@ -25,16 +25,16 @@ from densevis.analysis.sanity import TABLE_FORMAT as SANITY_TABLE_FORMAT
 from densevis.analysis.tables import baseline_grids, read_table, summarize, with_model
 from densevis.distributed import main_only
 from densevis.evaluation import TABLE_FORMAT as EVALUATION_TABLE_FORMAT
-from densevis.evaluation import evaluate_checkpoint, predict, typed_values
+from densevis.evaluation import evaluate_checkpoint, typed_values
+from densevis.labels import training_labels
 from densevis.experiment.cache import StageCache
 from densevis.experiment.plan import (SANITY_SET, Replicate, data_plan, sanity_selection,
                                       shuffled_config, train_config)
 from densevis.experiment.behaviour import behaviour_table
 from densevis.maps import MapsFile
-from densevis.model import load_checkpoint, resolve_device
+from densevis.model import load_checkpoint, predict, resolve_device
 from densevis.shards import explain_sharded, metrics_sharded
 from densevis.train import train as train_files
-from densevis.train import training_labels
 from probes import ProbeSet, file_sha256, write_probe_set
 from probes.atomic import atomic_output
 

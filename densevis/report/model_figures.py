@@ -16,8 +16,7 @@ import torch
 
 from densevis.analysis.sanity import engine_explain, randomized_models, run_explain
 from densevis.errors import DensevisError
-from densevis.evaluation import predict
-from densevis.model import load_checkpoint, resolve_device
+from densevis.model import load_checkpoint, predict, resolve_device
 from densevis.report.panels import (cascading_grid, choose_images, describe, pairs_strip,
                                     set_grid)
 from densevis.saliency.figures import CAP_PERCENTILE

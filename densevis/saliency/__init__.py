@@ -8,7 +8,8 @@ See :class:`SaliencyEngine` (the Python API), :mod:`densevis.saliency.methods` (
 and ``densevis explain`` (the command line).
 """
 
-from densevis.saliency.engine import Capture, Explanation, SaliencyEngine, frozen_eval
+from densevis.saliency.capture import Capture, Explanation
+from densevis.saliency.engine import SaliencyEngine, frozen_eval
 from densevis.saliency.guided import ReLURule, SwitchableReLU, switchable_relus
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import GROUPS, METHODS, Method, register, resolve_methods

@@ -25,7 +25,6 @@ the call raises.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -34,97 +33,11 @@ from torch import nn
 from densevis.errors import DensevisError
 from densevis.saliency import perturbation  # noqa: F401 - registers the perturbation methods
 from densevis.saliency.batching import in_chunks
+from densevis.saliency.capture import Capture, Explanation
 from densevis.saliency.guided import ReLURule, switchable_relus
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
 from densevis.saliency.transfer import PendingExplanation, pinned, to_device, to_host
-
-
-@dataclass
-class Explanation:
-    """Maps of a batch: ``maps[(method, layer or None)]`` float32 (N, H, W) on the CPU.
-
-    Attributes
-    ----------
-    maps : dict
-    logits : Tensor
-        float32 (N, C) of the shared forward.
-    targets : Tensor
-        int64 (N,): the class each image's maps explain.
-    """
-
-    maps: dict
-    logits: torch.Tensor
-    targets: torch.Tensor
-
-    def numpy(self) -> dict:
-        """The maps as numpy arrays (the form :class:`densevis.maps.MapsWriter` writes)."""
-        return {key: value.numpy() for key, value in self.maps.items()}
-
-
-@dataclass
-class Capture:
-    """What the shared passes captured for a batch; methods read it.
-
-    Attributes
-    ----------
-    inputs : Tensor
-        (N, C, H, W) model input.
-    logits : Tensor
-        float32 (N, C).
-    targets : Tensor
-        int64 (N,).
-    input_grad, guided_grad : Tensor or None
-        (N, C, H, W) plain and guided gradients of the target logits w.r.t. the input.
-    activations, gradients : dict
-        Per layer key: (N, K, h, w) output of the layer and gradient w.r.t. it.
-    """
-
-    model: nn.Module
-    inputs: torch.Tensor
-    logits: torch.Tensor
-    targets: torch.Tensor
-    params: dict
-    autocast: bool = False
-    chunk_size: int = 64
-    input_grad: torch.Tensor | None = None
-    guided_grad: torch.Tensor | None = None
-    activations: dict = field(default_factory=dict)
-    gradients: dict = field(default_factory=dict)
-    _memo: dict = field(default_factory=dict)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return tuple(self.inputs.shape[-2:])
-
-    def layer(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(activations, gradients)`` of layer ``key`` in float32 (N, K, h, w)."""
-        return self.activations[key].float(), self.gradients[key].float()
-
-    def method(self, name: str, layer: str | None = None) -> torch.Tensor:
-        """The maps of method ``name`` (at ``layer``), computed once per capture."""
-        key = (name, layer)
-        if key not in self._memo:
-            params = self.params.get(name, METHODS[name].defaults)
-            self._memo[key] = METHODS[name].compute(self, layer, **params)
-        return self._memo[key]
-
-    def autocast_context(self):
-        return torch.autocast(self.inputs.device.type, dtype=torch.bfloat16,
-                              enabled=self.autocast)
-
-    def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor | None = None):
-        """One extra pass: logits float32 (n, C) of ``inputs``; with ``targets`` also the input
-        gradients (n, C, H, W) of the target logits, as ``(logits, gradients)``."""
-        if targets is None:
-            with torch.no_grad(), self.autocast_context():
-                return self.model(inputs).float()
-        x = inputs.detach().requires_grad_(True)
-        with torch.enable_grad(), self.autocast_context():
-            logits = self.model(x).float()
-        score = logits.gather(1, targets[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, x)
-        return logits.detach(), grad
 
 
 class SaliencyEngine:
@@ -136,7 +49,8 @@ class SaliencyEngine:
         A classifier taking (N, C, H, W) float input. It stays on its device; inputs are moved
         there.
     methods : str or list of str
-        ``"panel"`` (vanilla, guided, gradcam, guided_gradcam: the original study's panel),
+        ``"panel"`` (the original study's four methods; the groups are
+        :data:`~densevis.saliency.methods.GROUPS`),
         ``"all"``, ``"a,b"`` or a list of names from :data:`METHODS`.
     layers : str or list of str
         For layer methods: ``"all"`` (every child of ``model.features``), names of children of

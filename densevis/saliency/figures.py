@@ -5,9 +5,15 @@ maps and grids of layer maps over the image.
   / negative values in colour; the same in grey, each capped at its 99th percentile (so a few
   extreme pixels do not wash the rest out).
 - :func:`layer_grid`: one map per layer (Grad-CAM, guided Grad-CAM, ...) overlaid on the image.
+- :func:`method_figure`: the one of these that shows a method's maps of one image.
 - :func:`render_maps`: every figure of the first images of a maps file, one PNG each.
 
 Scaling is for display only; the maps file keeps the unnormalized maps.
+
+Drawing maps is part of the saliency room, like :mod:`densevis.saliency.tiles`: both read only
+maps, probe images and the method registry (never the analysis or the report), and the rooms
+above draw with them: ``densevis explain --figures`` and the report
+(:mod:`densevis.report.build`, :mod:`densevis.report.panels`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from densevis.model import preprocess
 from probes.atomic import atomic_output
 
 #: Percentile at which the grey rows of :func:`gradient_panel` are capped.
@@ -121,29 +128,38 @@ def render_maps(maps, probe, folder: str | os.PathLike, limit: int = 8) -> list[
         ``<folder>/img<index>_<method>.png`` per pixel method and
         ``<folder>/img<index>_<method>_layers.png`` per layer method.
     """
-    from densevis.model import preprocess
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = min(limit, len(maps))
     index, targets = maps.index[:rows], maps.targets[:rows]
-    # the order the maps were asked for (the model's order for layers), else the file's
+    # the order the maps were asked for, else the file's
     methods = [m for m in maps.attrs.get("methods", []) if m in maps.methods] or maps.methods
-    order = {layer: i for i, layer in enumerate(maps.attrs.get("layers", []))}
     written = []
     for row in range(rows):
         image = probe.images[int(index[row])]
-        model_input = preprocess(image[None])[0, 0].numpy()
         stem = f"img{int(index[row]):05d}"
         label = f"image {int(index[row])}, target class {int(targets[row])}"
         for method in methods:
-            layers = sorted(maps.layers(method), key=lambda layer: order.get(layer, len(order)))
-            if layers:
-                grid = {layer: maps.read(method, layer, row) for layer in layers}
-                fig = layer_grid(image, grid, f"{method}: {label}")
-                written.append(save_figure(fig, folder / f"{stem}_{method}_layers.png"))
-            else:
-                fig = gradient_panel(image, model_input, maps.read(method, None, row),
-                                     f"{method}: {label}")
-                written.append(save_figure(fig, folder / f"{stem}_{method}.png"))
+            fig = method_figure(maps, method, row, image, f"{method}: {label}")
+            suffix = "_layers" if maps.layers(method) else ""
+            written.append(save_figure(fig, folder / f"{stem}_{method}{suffix}.png"))
     return written
+
+
+def method_figure(maps, method: str, row: int, image: np.ndarray, title: str) -> Figure:
+    """The figure of one method's maps of row ``row`` of a maps file: a layer method's
+    :func:`layer_grid` (its layers in the model's order, as the maps were asked for), a pixel
+    method's :func:`gradient_panel`.
+
+    Parameters
+    ----------
+    maps : densevis.maps.MapsFile
+    image : (H, W) uint8
+        The probe image of that row.
+    """
+    order = {layer: i for i, layer in enumerate(maps.attrs.get("layers", []))}
+    layers = sorted(maps.layers(method), key=lambda layer: order.get(layer, len(order)))
+    if layers:
+        return layer_grid(image, {layer: maps.read(method, layer, row) for layer in layers}, title)
+    return gradient_panel(image, preprocess(image[None])[0, 0].numpy(),
+                          maps.read(method, None, row), title)

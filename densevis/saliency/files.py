@@ -2,7 +2,7 @@
 
 :func:`explain_file` is the one call; :func:`prepare_explain` and :meth:`ExplainJob.write` split
 it into checking the inputs and loading the model once, then writing the maps of some rows (a
-shard, see :mod:`densevis.distributed`).
+shard, see :mod:`densevis.shards`).
 
 Examples
 --------
@@ -20,10 +20,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
+from tqdm.auto import tqdm
 
+from densevis import __version__
 from densevis.errors import DensevisError
+from densevis.maps import MapsWriter
+from densevis.model import (NUM_CLASSES, check_image_size, load_checkpoint, preprocess,
+                            resolve_device)
+from densevis.saliency.engine import SaliencyEngine
+from densevis.saliency.methods import METHODS
+from densevis.saliency.transfer import to_device
+from probes import ProbeSet, file_sha256
+from probes.atomic import check_output_path
 
+#: The class each image's maps explain, besides a class number.
 TARGET_RULES = ("label", "predicted")
+
+
+def target_rule(value) -> str | int:
+    """The target ``value`` names: ``label``, ``predicted`` or a class number (an int, or its
+    text as the command line gives it); anything else is a user error about ``target``.
+
+    Examples
+    --------
+    >>> target_rule("label"), target_rule("3"), target_rule(3)
+    ('label', 3, 3)
+    """
+    if value in TARGET_RULES or isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        raise DensevisError(f"{value!r}: use label, predicted or a class number",
+                            parameter="target") from None
 
 
 @dataclass
@@ -58,13 +89,6 @@ class ExplainJob:
         next batch is queued before the previous one is written, so the GPU works while the
         host reads and writes HDF5.
         """
-        import torch
-        from tqdm.auto import tqdm
-
-        from densevis.maps import MapsWriter
-        from densevis.model import preprocess
-        from densevis.saliency.transfer import to_device
-
         start, stop = (0, len(self.probe)) if rows is None else (int(rows[0]), int(rows[1]))
         if not 0 <= start < stop <= len(self.probe):
             raise DensevisError(f"rows {start}..{stop} are not a non-empty range of the "
@@ -110,27 +134,14 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     """Check the inputs, load the model on ``device`` and build the engine (see
     :func:`explain_file` for the parameters). ``probe_sha256``, when known, saves hashing the
     probe file again (a sharded run hashes it once, on rank 0)."""
-    import torch
-    import torchvision
-
-    from densevis import __version__
-    from densevis.model import NUM_CLASSES, load_checkpoint, resolve_device
-    from densevis.saliency.engine import SaliencyEngine
-    from probes import ProbeSet, file_sha256
-
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if value < 1:
             raise DensevisError(f"must be positive (got {value})", parameter=name)
-    if target not in TARGET_RULES and not isinstance(target, int):
-        raise DensevisError(f"{target!r}: use label, predicted or a class number",
-                            parameter="target")
+    target = target_rule(target)
     device = resolve_device(str(device))
     probe = ProbeSet(data)
     model, ckpt = load_checkpoint(checkpoint, device)
-    if int(ckpt["image_size"]) != probe.size:
-        raise DensevisError(f"checkpoint {checkpoint} was trained on {ckpt['image_size']}px "
-                            f"images but {data} holds {probe.size}px images; use a probe set of "
-                            f"the model's size")
+    check_image_size(ckpt, checkpoint, probe.size, data)
     engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers,
                             chunk_size=chunk_size, autocast=bf16)
     num_classes = int(ckpt["config"].get("num_classes", NUM_CLASSES))
@@ -142,7 +153,9 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
         "probe": str(data), "probe_sha256": probe_sha256 or file_sha256(data),
         "probe_set": probe.name, "methods": engine.methods, "layers": list(engine.layers),
         "layer_grids": engine.layer_grids(probe.size),
-        "method_params": engine.params, "target": str(target), "device": str(device),
+        "method_params": engine.params,
+        "method_signs": {name: METHODS[name].sign for name in engine.methods},
+        "target": str(target), "device": str(device),
         "bf16": bool(bf16),
         "versions": {"densevis": __version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
@@ -173,21 +186,19 @@ def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
     bf16 : bool
         bfloat16 autocast for the passes.
     target : {"label", "predicted"} or int
-        The class each image's maps explain.
+        The class each image's maps explain (see :func:`target_rule`).
     force : bool
         Overwrite an existing ``out``.
     progress : bool
         Show a progress bar (on terminals).
     rows : (start, stop), optional
         Only these probe rows (a shard): ``out`` then holds ``stop - start`` rows, ``index``
-        says which. Sharded runs over many processes: :func:`densevis.distributed.explain_sharded`.
+        says which. Sharded runs over many processes: :func:`densevis.shards.explain_sharded`.
 
     Returns
     -------
     Path of the maps file (maps contract of ``shared/DESIGN.md``).
     """
-    from probes.atomic import check_output_path
-
     check_output_path(out, force, inputs=(checkpoint, data))  # before loading anything
     job = prepare_explain(checkpoint, data, methods, layers, params, method_layers, device,
                           batch_size, chunk_size, bf16, target, progress)

@@ -1,7 +1,7 @@
 """The registry of saliency methods and the methods derived from the shared capture.
 
 A method is a small function registered by name with :func:`register`. It declares what it
-``needs`` from the shared capture (see :class:`~densevis.saliency.engine.Capture`) and the engine
+``needs`` from the shared capture (see :class:`~densevis.saliency.capture.Capture`) and the engine
 runs the fewest passes that cover every selected method:
 
 - ``input_grad``: the plain gradient of each image's target logit w.r.t. the input;
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from densevis.errors import DensevisError
 
-#: Named method groups accepted wherever a method list is.
+#: Named method groups accepted wherever a method list is; ``panel`` is the original study's.
 GROUPS = {"panel": ("vanilla", "guided", "gradcam", "guided_gradcam")}
 
 NEEDS = frozenset({"input_grad", "guided_grad", "layer_grads", "layer_acts"})
@@ -65,7 +65,9 @@ class Method:
         ``check(params, image_size)`` raises :class:`DensevisError` for unusable parameters.
     sign : str
         ``"signed"`` or ``"non_negative"`` (by construction, e.g. a CAM after its ReLU): decides
-        the default reduction before scoring (:mod:`densevis.analysis.reduce`).
+        the default reduction before scoring (:mod:`densevis.analysis.reduce`) and the colour
+        scale of drawn maps (:func:`densevis.saliency.tiles.map_style`); each maps file records
+        it (attribute ``method_signs``).
     resolution : str
         ``"input"`` (detail at the input's pixels) or ``"layer"`` (the layer's grid, upsampled):
         a layer-resolution map is compared with null baselines pooled to the same grid.

@@ -6,6 +6,9 @@ on a diverging colour map symmetric about 0, non-negative maps on a sequential o
 (:func:`map_style` reads a method's sign from its registration); a map with nothing to show
 (all zero, constant, not finite) is a grey tile saying so, never a blank one (:func:`map_note`).
 
+Like :mod:`densevis.saliency.figures`, this module draws maps for the rooms above (the report's
+map figures, :mod:`densevis.report.panels`) from maps, images and the method registry alone.
+
 The tiles and the colour bars are composed into one image in one axes: an axes per tile (and
 per colour bar) costs most of a figure's time in matplotlib, and the report draws several.
 

@@ -9,7 +9,7 @@ every function here is a plain pass-through.
 Examples
 --------
 >>> import torch
->>> from densevis.saliency.engine import Explanation
+>>> from densevis.saliency.capture import Explanation
 >>> done = to_host(Explanation({("vanilla", None): torch.ones(2, 4, 4)}, torch.zeros(2, 2),
 ...                            torch.tensor([0, 1])))
 >>> done.result().maps["vanilla", None].shape
@@ -19,6 +19,8 @@ torch.Size([2, 4, 4])
 from __future__ import annotations
 
 import torch
+
+from densevis.saliency.capture import Explanation
 
 
 def pinned(tensor: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,7 @@ def to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool = 
 
 
 class PendingExplanation:
-    """An :class:`~densevis.saliency.engine.Explanation` whose copy to the host may still run,
+    """An :class:`~densevis.saliency.capture.Explanation` whose copy to the host may still run,
     in one or more parts (the sub-batches of a batch cut to fit the GPU's memory).
 
     :meth:`result` waits for the copies (on CUDA: one event per part, recorded after them) and
@@ -53,9 +55,7 @@ class PendingExplanation:
         """The parts of several pending explanations, in order, as one."""
         return cls([part for each in pending for part in each._parts])
 
-    def result(self):
-        from densevis.saliency.engine import Explanation
-
+    def result(self) -> Explanation:
         for _, event in self._parts:
             if event is not None:
                 event.synchronize()
@@ -69,7 +69,7 @@ class PendingExplanation:
                            torch.cat([part.targets for part in parts]))
 
 
-def to_host(explanation) -> PendingExplanation:
+def to_host(explanation: Explanation) -> PendingExplanation:
     """Start copying an explanation's maps, logits and targets to the host.
 
     On CUDA the maps are stacked on the device and copied in one non-blocking transfer into
@@ -77,8 +77,6 @@ def to_host(explanation) -> PendingExplanation:
     free for the next kernels once the copy is done. Elsewhere the tensors are moved with
     ``.cpu()`` (a no-op for CPU tensors).
     """
-    from densevis.saliency.engine import Explanation
-
     device = explanation.logits.device
     if device.type != "cuda":
         return PendingExplanation([(Explanation(

@@ -1,8 +1,9 @@
 """Device check: the GPU path on one CUDA machine, in under 5 minutes, results into one folder.
 
-Not a ``densevis bench`` target: a script for a GPU machine, run from the repository root
-(the tests are read from ``tests/``). Steps, each with its own time limit, each writing its
-file as soon as it ends (so a run cut short still says how far it got):
+Not a ``densevis bench`` target and not part of the installed package: a script for a GPU
+machine, run from the repository root (the tests are read from ``tests/``). Steps, each with
+its own time limit, each writing its file as soon as it ends (so a run cut short still says how
+far it got):
 
 1. ``env.json``: torch, CUDA and cuDNN versions, the GPU, its memory;
 2. ``pytest.log`` and ``junit.xml``: the CUDA tests (``tests/test_saliency_engine.py -k gpu``:
@@ -15,8 +16,8 @@ file as soon as it ends (so a run cut short still says how far it got):
 4. ``summary.json``: what passed, the figures, and a line for the README.
 
 usage (no network needed; densevis need not be installed, PYTHONPATH will do):
-  PYTHONPATH=$PWD python3 -m densevis.bench.device_check --out $OUT
-  PYTHONPATH=$PWD python3 -m densevis.bench.device_check --out results --skip-tests
+  PYTHONPATH=$PWD python3 tests/device_check.py --out $OUT
+  PYTHONPATH=$PWD python3 tests/device_check.py --out results --skip-tests
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def junit_counts(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densevis.bench.device_check",
+    parser = argparse.ArgumentParser(prog="python tests/device_check.py",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.environ.get("OUT", "device-check"),
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]  # the repository
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(root), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
     facts = environment()
