@@ -5,7 +5,7 @@ logit minus the negative one, as everywhere in densevis), and the square's geome
 masks and the objects table (:func:`probes.measure.scene_geometry`): its side, whether it touches a
 circle (overlaps one or lies next to it, so that the two merge into one white blob) and whether
 it is *invisible* (every square pixel is also a circle pixel: white on white, no model can see
-it). :func:`summarize` turns that
+it). :func:`accuracy_breakdown` turns that
 into a tidy table ``set, breakdown, group, metric, value``; the counts (:data:`COUNTS`) in
 ``value`` are Python ints, the rest floats, so that the CSV writes counts as integers.
 
@@ -20,7 +20,7 @@ Examples
 >>> from densevis.model import load_checkpoint                       # doctest: +SKIP
 >>> model, ckpt = load_checkpoint("model.pt")                        # doctest: +SKIP
 >>> per_image = evaluate_images(model, ProbeSet("val.h5"))           # doctest: +SKIP
->>> summarize(per_image).query("breakdown == 'all'")                 # doctest: +SKIP
+>>> accuracy_breakdown(per_image).query("breakdown == 'all'")                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from probes.measure import scene_geometry
 
 #: Square-side bin edges (px) at the study's image size (scaled to the set's size).
 SQUARE_SIDE_EDGES = (0, 20, 30, 40, 50, 75, 1e9)
-#: The metrics of :func:`summarize` that count images (integers in its ``value`` column).
+#: The metrics of :func:`accuracy_breakdown` that count images (integers in its ``value``
+#: column).
 COUNTS = ("n", "tn", "fp", "fn", "tp", "invisible_squares")
-#: The format of :func:`summarize`'s table (a run's cache keys include it, so that a table of
-#: an older format is computed again rather than mixed with new ones).
+#: The format of :func:`accuracy_breakdown`'s table (a run's cache keys include it, so that a
+#: table of an older format is computed again rather than mixed with new ones).
 TABLE_FORMAT = "densevis-evaluation/2"
 
 
@@ -87,7 +88,7 @@ def _group_metrics(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def typed_values(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` (of :func:`summarize`, e.g. read back from CSV) with its ``value`` column as
+    """``table`` (of :func:`accuracy_breakdown`, e.g. read back from CSV) with its ``value`` column as
     objects: Python ints for the counts (:data:`COUNTS`), floats otherwise.
 
     >>> table = pd.DataFrame({"metric": ["n", "accuracy"], "value": [4.0, 0.75]})
@@ -100,7 +101,7 @@ def typed_values(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(value=pd.Series(typed, index=table.index, dtype=object))
 
 
-def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.DataFrame:
+def accuracy_breakdown(per_image: pd.DataFrame, image_size: int | None = None) -> pd.DataFrame:
     """Tidy table ``set, breakdown, group, metric, value`` from :func:`evaluate_images` rows.
 
     Empty groups are left out. ``image_size`` (the probe set's) scales the square-size bins;
@@ -113,7 +114,7 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
     ...                      "square_side": [np.nan, 8, 20],
     ...                      "touches_circle": [False, False, True],
     ...                      "invisible": [False, False, True]})
-    >>> table = summarize(rows, image_size=128)
+    >>> table = accuracy_breakdown(rows, image_size=128)
     >>> float(table.query("breakdown == 'all' and metric == 'accuracy'")["value"].iloc[0])
     0.6666666666666666
     >>> table.query("breakdown == 'all' and metric == 'tp'")["value"].iloc[0]
@@ -161,7 +162,7 @@ def summarize(per_image: pd.DataFrame, image_size: int | None = None) -> pd.Data
 
 
 def format_summary(table: pd.DataFrame) -> str:
-    """A readable printout of :func:`summarize`'s table, one block per set."""
+    """A readable printout of :func:`accuracy_breakdown`'s table, one block per set."""
     lines = []
     for set_name, rows in table.groupby("set", sort=False):
         get = rows.set_index(["breakdown", "group", "metric"])["value"]
@@ -219,7 +220,7 @@ def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: s
         with probe:
             rows = evaluate_images(model, probe, batch_size, device, name=name)
         per_image.append(rows)
-        tables.append(summarize(rows, probe.size))
+        tables.append(accuracy_breakdown(rows, probe.size))
     return pd.concat(tables, ignore_index=True), pd.concat(per_image, ignore_index=True)
 
 

@@ -149,6 +149,24 @@ class Geometry:
         return int(x), int(y)
 
 
+def parse_value(raw: str, kind: type):
+    """``raw`` (text from a command line or a spec) as a value of ``kind``: booleans are
+    1/true/yes and 0/false/no (any case), other kinds their constructor's reading. Raises
+    ``ValueError`` for text that is not one of them. The one reading of such text in the
+    project: probe-set parameters and saliency-method parameters both use it.
+
+    >>> parse_value("Yes", bool), parse_value("0", bool), parse_value("12", int)
+    (True, False, 12)
+    """
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(raw)
+    return kind(raw)
+
+
 def make_geometry(params, size: int) -> Geometry:
     """The pixel ranges of ``params`` at ``size``; :class:`ProbeError` when they are empty or
     their largest shape does not fit the image."""

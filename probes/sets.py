@@ -24,7 +24,8 @@ import numpy as np
 from .errors import ProbeError
 from .params import (MIN_SIZE, STUDY_IMAGE_SIZE, BaseParams, CircleParams, CirclesOnlyParams,
                      Geometry, LargeSquaresParams, LineParams, LinesOnlyParams, MixedParams,
-                     PairsParams, SmallCirclesParams, SquaresOnlyParams, make_geometry)
+                     PairsParams, SmallCirclesParams, SquaresOnlyParams, make_geometry,
+                     parse_value)
 from .scene import Shape, circle_at, square_at
 
 
@@ -181,7 +182,7 @@ class ProbeSetSpec:
                                  f"valid: {', '.join(sorted(known))}")
             kind = type(known[key].default)
             try:
-                values[key] = _parse_value(str(raw), kind)
+                values[key] = parse_value(str(raw), kind)
             except ValueError:
                 raise ProbeError(f"parameter {key}={raw!r} is not a valid "
                                  f"{kind.__name__}") from None
@@ -213,16 +214,6 @@ class ProbeSetSpec:
         if self.check is not None:
             self.check(params, geometry)
         return geometry
-
-
-def _parse_value(raw: str, kind: type):
-    if kind is bool:
-        if raw.lower() in ("1", "true", "yes"):
-            return True
-        if raw.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(raw)
-    return kind(raw)
 
 
 def _check_large_squares(p: LargeSquaresParams, g: Geometry) -> None:

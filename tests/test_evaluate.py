@@ -10,7 +10,7 @@ import torch
 
 from densevis.cli import main
 from densevis.errors import DensevisError
-from densevis.evaluation import evaluate_checkpoint, summarize
+from densevis.evaluation import accuracy_breakdown, evaluate_checkpoint
 from densevis.model import build_model, predict, save_checkpoint
 from probes import ProbeSet, write_probe_set
 from probes.measure import scene_geometry
@@ -47,7 +47,7 @@ def test_summary_matches_a_hand_computation():
         "circles_merge": [False, True, True, False, True, False],
     })
     rows["correct"] = rows["label"] == rows["prediction"]
-    table = summarize(rows, image_size=128)
+    table = accuracy_breakdown(rows, image_size=128)
     assert _value(table, "all", "all", "n") == 6
     assert _value(table, "all", "all", "accuracy") == pytest.approx(4 / 6)
     assert [_value(table, "all", "all", m) for m in ("tn", "fp", "fn", "tp")] == [2, 1, 1, 2]

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from densevis.errors import DensevisError
-    from densevis.evaluation import evaluate_images, summarize
+    from densevis.evaluation import accuracy_breakdown, evaluate_images
     from densevis.recipe import TrainConfig
     from densevis.train import train_model
     from probes import ProbeSet
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         threads = args.threads or torch.get_num_threads()
         device = next(result.model.parameters()).device
         rows = evaluate_images(result.model, test_set, device=device)
-        summary = summarize(rows, test_set.size).set_index(["breakdown", "group", "metric"])
+        summary = accuracy_breakdown(rows, test_set.size).set_index(["breakdown", "group", "metric"])
         ratio = step_ratio(train_set, config, args.ratio_steps) if args.ratio_steps else {}
         if args.stacked:
             ratio.update(stacked_ratio(args.stacked, args.size, args.device))

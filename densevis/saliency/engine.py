@@ -91,7 +91,7 @@ class SaliencyEngine:
         self.methods = resolve_methods(methods)
         self.params = resolve_params(self.methods, params)
         layer_methods = [m for m in self.methods if METHODS[m].kind == "layer"]
-        own = self._own_layers(model, layer_methods, method_layers or {})
+        own = self.own_layers(model, layer_methods, method_layers or {})
         shared = resolve_layers(model, layers) if set(layer_methods) - set(own) else {}
         # every layer some method needs is captured once, in the model's order
         wanted = set(shared).union(*own.values())
@@ -110,8 +110,9 @@ class SaliencyEngine:
         self.channels_last = channels_last
 
     @staticmethod
-    def _own_layers(model: nn.Module, layer_methods: list[str], method_layers: dict) -> dict:
-        """Layers of the methods that do not use the shared selection."""
+    def own_layers(model: nn.Module, layer_methods: list[str], method_layers: dict) -> dict:
+        """Layers of the methods that do not use the shared selection (``method_layers``),
+        resolved on ``model``; a spec check calls it to find a bad entry before any work."""
         stray = sorted(set(method_layers) - set(layer_methods))
         if stray:
             raise DensevisError(f"method_layers names {', '.join(stray)}, which "

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from densevis.errors import DensevisError
+from probes.params import parse_value
 
 #: Named method groups accepted wherever a method list is; ``panel`` is the original study's.
 GROUPS = {"panel": ("vanilla", "guided", "gradcam", "guided_gradcam")}
@@ -161,9 +162,7 @@ def _typed(method: str, key: str, value, default):
     kind = type(default)
     try:
         if kind is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1")
+            return parse_value(value, bool)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return kind(value)
