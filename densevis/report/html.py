@@ -38,6 +38,7 @@ figcaption { font-size: 0.85em; color: #555; max-width: 600px; }
 img { max-width: 100%; } .note { color: #555; font-size: 0.9em; } pre { background: #f6f6f6;
 padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
 #answers { background: #fafafa; border: 1px solid #bbb; padding: 0.4em 1.2em; }
+#answers h2 { margin-top: 0.4em; }
 #answers li.answer { margin: 0.6em 0; } #answers ul.evidence { margin: 0.2em 0; font-size: 0.9em; }
 .verdict { font-weight: bold; padding: 0 0.4em; border-radius: 3px; }
 .verdict.supported { background: #c8e6c9; } .verdict.rejected { background: #ffcdd2; }
