@@ -33,10 +33,12 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
 th { background: #f0f0f0; } td.number { text-align: right; }
 tr.supported td { background: #e3f5e1; } tr.rejected td { background: #fbe3e3; }
 tr.inconclusive td { background: #f7f3dc; }
-figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 100%;
+         overflow-x: auto; }  /* a figure wider than the page scrolls, at 100% */
 figcaption { font-size: 0.85em; color: #555; max-width: 600px; }
-img { max-width: 100%; } .note { color: #555; font-size: 0.9em; } pre { background: #f6f6f6;
-padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
+figure img { max-width: none; } img { max-width: 100%; }
+.note { color: #555; font-size: 0.9em; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
 #answers { background: #fafafa; border: 1px solid #bbb; padding: 0.4em 1.2em; }
 #answers h2 { margin-top: 0.4em; }
 #answers li.answer { margin: 0.6em 0; } #answers ul.evidence { margin: 0.2em 0; font-size: 0.9em; }
