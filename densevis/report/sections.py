@@ -17,6 +17,7 @@ import pandas as pd
 from densevis.analysis.hypotheses import HYPOTHESES
 from densevis.analysis.hypothesis_registry import HypothesisSpec, resolve
 from densevis.analysis.stats import VERDICT_RULE
+from densevis.errors import DensevisError
 from densevis.report import plots
 from densevis.report.answers import (answers, answers_markdown, facts, models_of,
                                      verdict_rows)
@@ -35,7 +36,7 @@ def run_order(tables: dict[str, pd.DataFrame], record: dict | None) -> dict:
     for entry in spec.get("hypotheses", []):
         try:
             questions[entry["name"]] = resolve(HypothesisSpec(**entry)).question
-        except Exception:  # a spec from another version: the registry's question, or the name
+        except (TypeError, DensevisError):  # a record of another version: the registry's question
             questions[entry["name"]] = getattr(HYPOTHESES.get(entry["name"]), "question", "")
     methods = list(spec.get("saliency", {}).get("methods", []))
     methods += [m for m in dict.fromkeys(table["method"]) if m not in methods]
