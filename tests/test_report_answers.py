@@ -11,7 +11,7 @@ import pytest
 from densevis.analysis.hypotheses import HYPOTHESES
 from densevis.report.answers import answers, answers_markdown, facts
 from densevis.report.html import Section, Table, render_page
-from densevis.report.sections import in_order, run_order, verdict_table
+from densevis.report.sections import run_order, sort_rows, verdict_table
 
 NAN = float("nan")
 
@@ -118,7 +118,7 @@ def test_rows_follow_the_network_and_the_specs_order(tables):
     assert order["hypotheses"] == ["passes_randomization", "localizes_square"]
     assert order["layers"][:3] == ["conv0", "denseblock1", "denseblock4"]
     shuffled = tables["hypotheses"].sample(frac=1, random_state=0)
-    rows = in_order(shuffled[shuffled["model"] == "replicated"], order)
+    rows = sort_rows(shuffled[shuffled["model"] == "replicated"], order)
     places = list(dict.fromkeys(zip(rows["hypothesis"], rows["method"], rows["layer"])))
     assert places[:3] == [("passes_randomization", "vanilla", ""),
                           ("passes_randomization", "gradcam", "conv0"),

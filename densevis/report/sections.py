@@ -21,6 +21,7 @@ from densevis.errors import DensevisError
 from densevis.report import plots
 from densevis.report.answers import (answers, answers_markdown, facts, models_of,
                                      verdict_rows)
+from densevis.report.figure_style import blank, in_order
 from densevis.report.html import Figure, Section, Table, answers_html, render_page
 
 
@@ -46,20 +47,20 @@ def run_order(tables: dict[str, pd.DataFrame], record: dict | None) -> dict:
     return {"hypotheses": names, "questions": questions, "methods": methods, "layers": layers}
 
 
-def in_order(frame: pd.DataFrame, order: dict) -> pd.DataFrame:
-    """``frame`` sorted (stably) by hypothesis, method and layer in ``order``'s orders; the
-    behaviour rows (method ``model``) and pixel maps (no layer) first within their group."""
-    keys = [("hypothesis", order["hypotheses"]), ("method", ["model"] + order["methods"]),
-            ("layer", [""] + order["layers"])]
-    present = [(column, ranks) for column, ranks in keys if column in frame.columns]
+def sort_rows(frame: pd.DataFrame, order: dict) -> pd.DataFrame:
+    """``frame`` sorted (stably) by hypothesis, method and layer in ``order``'s orders
+    (:func:`~densevis.report.figure_style.in_order`: pixel maps, no layer, first; values the
+    order lacks after, by first appearance); behaviour rows (method ``model``) first."""
+    keys = {"hypothesis": order["hypotheses"], "method": ["model"] + order["methods"],
+            "layer": order["layers"]}
+    present = [column for column in keys if column in frame.columns]
     if frame.empty or not present:
         return frame
 
     def rank(column: pd.Series) -> pd.Series:
-        ranks = dict(present)[column.name]
-        position = {value: k for k, value in enumerate(ranks)}
-        return column.fillna("").astype(str).map(position).fillna(len(position))
-    return frame.sort_values([c for c, _ in present], key=rank, kind="stable")
+        position = {value: k for k, value in enumerate(in_order(column, keys[column.name]))}
+        return column.map(blank).map(position)
+    return frame.sort_values(present, key=rank, kind="stable")
 
 
 def verdict_table(rows: pd.DataFrame, order: dict) -> pd.DataFrame:
@@ -81,7 +82,7 @@ def verdict_table(rows: pd.DataFrame, order: dict) -> pd.DataFrame:
             **{c: getattr(row, c) for c in ("models_supported", "models_rejected", "models")
                if c in overall.columns},
             "note": getattr(row, "note", "")})
-    return in_order(pd.DataFrame(records), order) if records else pd.DataFrame()
+    return sort_rows(pd.DataFrame(records), order) if records else pd.DataFrame()
 
 
 DETAIL_COLUMNS = ["hypothesis", "method", "layer", "statistic", "statistic_key", "role", "unit",
@@ -123,7 +124,7 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
     order = run_order(tables, record)
     maps = maps or {}
     hypotheses = tables["hypotheses"]
-    rows = in_order(verdict_rows(hypotheses), order)
+    rows = sort_rows(verdict_rows(hypotheses), order)
     detail = rows[rows["statistic_key"] != "overall"]
     forests = [Figure(png, f"{name}: effect and family-adjusted bounds of every statistic")
                for name in order["hypotheses"]
@@ -177,7 +178,7 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
             "uniform map) and whether the map's maximum falls on it (pointing_game); the bands "
             "are the null baselines (random, Sobel edge map, centred Gaussian) through the same "
             "metrics.",
-            tables=[Table(in_order(shown, order), "Localization summary (first model)")]
+            tables=[Table(sort_rows(shown, order), "Localization summary (first model)")]
             if not shown.empty else [], figures=figures))
     if "sanity" in tables:
         similarity = _first_model(tables["sanity"])
