@@ -15,20 +15,22 @@ import json
 import pandas as pd
 
 from densevis.analysis.hypotheses import HYPOTHESES
-from densevis.analysis.hypothesis_registry import HypothesisSpec, resolve
+from densevis.analysis.hypothesis_registry import MODEL, HypothesisSpec, resolve
 from densevis.analysis.stats import VERDICT_RULE
 from densevis.errors import DensevisError
 from densevis.report import plots
 from densevis.report.answers import (answers, answers_markdown, facts, models_of,
                                      verdict_rows)
-from densevis.report.figure_style import blank, in_order
+from densevis.report.figure_style import blank, in_order, method_order
 from densevis.report.html import Figure, Section, Table, answers_html, render_page
 
 
 def run_order(tables: dict[str, pd.DataFrame], record: dict | None) -> dict:
     """What the page orders by: ``hypotheses`` (names, the spec's order), ``questions`` (name ->
-    question, custom ones included), ``methods`` and ``layers`` (network order), from the
-    provenance record where there is one, else from the tables' order of appearance."""
+    question, custom ones included), ``methods`` (the saliency registry's order, as every
+    figure orders them: :func:`~densevis.report.figure_style.method_order`) and ``layers``
+    (network order), from the provenance record where there is one, else from the tables'
+    order of appearance."""
     spec = (record or {}).get("spec") or {}
     table = tables["hypotheses"]
     names = [h["name"] for h in spec.get("hypotheses", [])] or \
@@ -39,8 +41,8 @@ def run_order(tables: dict[str, pd.DataFrame], record: dict | None) -> dict:
             questions[entry["name"]] = resolve(HypothesisSpec(**entry)).question
         except (TypeError, DensevisError):  # a record of another version: the registry's question
             questions[entry["name"]] = getattr(HYPOTHESES.get(entry["name"]), "question", "")
-    methods = list(spec.get("saliency", {}).get("methods", []))
-    methods += [m for m in dict.fromkeys(table["method"]) if m not in methods]
+    methods = method_order(list(spec.get("saliency", {}).get("methods", []))
+                           + [m for m in table["method"] if blank(m) not in ("", MODEL)])
     layers = list((record or {}).get("layers", []))
     seen = table["layer"].dropna().astype(str)
     layers += [layer for layer in dict.fromkeys(seen) if layer and layer not in layers]
@@ -114,14 +116,16 @@ def _basis(hypotheses: pd.DataFrame) -> str:
 
 
 def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
-             maps: dict[str, list[Figure]] | None = None) -> list[Section]:
+             maps: dict[str, list[Figure]] | None = None,
+             order: dict | None = None) -> list[Section]:
     """The report's sections from whichever run tables are given (``hypotheses`` required).
 
     ``maps``: figures of the saliency maps by section (keys ``sanity``, ``sets``, ``pairs``,
     ``panels``), drawn from the model and maps files by the caller. Verdicts are the replicated
     ones where the table has them; localization and sanity figures show the first model, the
-    behaviour every model."""
-    order = run_order(tables, record)
+    behaviour every model. ``order``: :func:`run_order` of the same tables and record, when
+    the caller has it."""
+    order = order or run_order(tables, record)
     maps = maps or {}
     hypotheses = tables["hypotheses"]
     rows = sort_rows(verdict_rows(hypotheses), order)
@@ -232,7 +236,7 @@ def report_page(title: str, tables: dict[str, pd.DataFrame], record: dict | None
     """The whole page (answers block, contents, sections), its sections (for the figures) and
     the answers as Markdown."""
     order = run_order(tables, record)
-    parts = sections(tables, record, maps)
+    parts = sections(tables, record, maps, order)
     found = answers(tables, order["hypotheses"], order["questions"])
     lines = facts(tables, record)
     question = ((record or {}).get("spec") or {}).get("description", "")
