@@ -9,6 +9,9 @@ data-randomization sanity check:
   size (as every circle of ``small_circles`` is), whatever its shape;
 - ``shuffled``: the ground truth permuted by a seeded generator (no cue at all).
 
+``edge`` and ``small`` read the objects table, which only the generated sets have: on a file
+without one (a user's own images) they are an error that says so.
+
 Examples
 --------
 >>> import tempfile, pathlib
@@ -39,6 +42,9 @@ def rule_labels(probe: ProbeSet, rule: str = "square", seed: int = 0) -> np.ndar
         return truth
     if rule == "shuffled":
         return np.random.default_rng([seed, 2]).permutation(truth)
+    if not probe.has_objects:
+        raise probe.missing("label_rules", f"train with the label rule 'square' (the file's "
+                                           f"labels) or 'shuffled' instead of {rule!r}")
     objects = probe.objects()
     if rule == "edge":
         hits = objects.loc[objects["kind"].isin(["square", "line"]), "image"]

@@ -147,15 +147,16 @@ def loss_weights(train_set: ProbeSet, config: TrainConfig) -> tuple[torch.Tensor
     Per image, from the masks: ``touching_weight`` for a positive whose square touches a circle
     (they merge into one blob: the hard cases), and 0 for a positive that shows at most
     ``ignore_hidden`` of its square (circles cover the rest: white on white, so its label is
-    noise to any model). Under another label rule than ``square`` those weights do not apply:
-    every image weighs 1.
+    noise to any model). Under another label rule than ``square``, and on a file without
+    objects (a user's own images: no drawn squares and circles to measure), those weights do
+    not apply: every image weighs 1.
     """
     labels = training_labels(train_set, config)
     counts = np.bincount(labels, minlength=2)
     classes = len(labels) / (2.0 * counts) if config.class_weighted else np.ones(2)
     per_image = np.ones(len(labels))
-    if config.labels == "square" and (config.ignore_hidden is not None
-                                      or config.touching_weight != 1):
+    if config.labels == "square" and train_set.has_objects and (
+            config.ignore_hidden is not None or config.touching_weight != 1):
         geometry = scene_geometry(train_set, merges=False)
         per_image[(labels == 1) & geometry["touches_circle"].to_numpy()] = config.touching_weight
         if config.ignore_hidden is not None:

@@ -2,7 +2,8 @@
 
 ``probes`` draws the original study's "circles and a square" images and counterfactual sets (lines
 only, large squares, small circles, paired edits of one scene) with exact per-object masks, and
-writes them reproducibly to HDF5 (see ``shared/DESIGN.md``, probe-set contract).
+writes them reproducibly to HDF5 (see ``docs/DESIGN.md``, probe-set contract); a user's own
+images, labels and region masks become a probe file with :func:`write_arrays`.
 
 Examples
 --------
@@ -15,6 +16,7 @@ Examples
 ('lines_only', 0, True)
 """
 
+from .arrays import grey_levels, to_grey, write_arrays
 from .contract import FORMAT
 from .errors import ProbeError
 from .params import STUDY_IMAGE_SIZE
@@ -25,5 +27,5 @@ from .version import __version__
 from .writer import write_probe_set
 
 __all__ = ["FORMAT", "KINDS", "SETS", "STUDY_IMAGE_SIZE", "ProbeError", "ProbeSet", "Shape",
-           "__version__", "file_sha256", "footprint", "get_set", "render", "shape_of",
-           "write_probe_set"]
+           "__version__", "file_sha256", "footprint", "get_set", "grey_levels", "render",
+           "shape_of", "to_grey", "write_arrays", "write_probe_set"]

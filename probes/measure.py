@@ -27,11 +27,16 @@ def scene_geometry(probe: ProbeSet, batch_size: int = 512,
     Read from the masks in batches (the union of a kind's pixels) and the objects table; a square
     *touches* a circle when a circle pixel lies in or next to (8-neighbourhood) the square;
     circles *merge* when their mask has fewer 8-connected blobs than the image has circles
-    (``merges=False`` skips that column, the slowest).
+    (``merges=False`` skips that column, the slowest). A file without the square's or the
+    circles' mask and objects (a user's own images) has no square: 0 px, NaN side, nothing
+    touches or merges.
     """
     touches, visible, square_px, blobs = [], [], [], []
-    for batch in probe.batches(batch_size, fields=("masks/square", "masks/circle")):
-        square, circle = batch["masks/square"], batch["masks/circle"]
+    # a file without a kind's mask (a user's own images) has none of it: nothing touches
+    kinds = tuple(f"masks/{kind}" for kind in ("square", "circle") if kind in probe.regions)
+    for batch in probe.batches(batch_size, fields=kinds):
+        empty = np.zeros((len(batch["index"]), probe.size, probe.size), bool)
+        square, circle = batch.get("masks/square", empty), batch.get("masks/circle", empty)
         near = ndimage.binary_dilation(square, structure=TOUCHING)
         touches.append((near & circle).any(axis=(1, 2)))
         square_px.append(square.sum(axis=(1, 2)))

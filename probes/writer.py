@@ -186,7 +186,7 @@ def write_probe_set(out: str | os.PathLike, set_name: str, n: int, seed: int = 0
         with writing_h5(tmp) as h5:
             _write_attrs(h5, spec, parsed, seed, size, n)
             datasets = _create_datasets(h5, spec, total, size, rows)
-            bar = _progress(total, f"generate {set_name}", progress)
+            bar = progress_bar(total, f"generate {set_name}", progress)
             results = itertools.chain([first], _ordered_results(jobs, len(starts) - 1, workers))
             for k, result in enumerate(results):
                 _write_chunk(datasets, k * rows, result, spec.variants)
@@ -240,8 +240,9 @@ def _bytes(count: float) -> str:
         count /= 1024
 
 
-def _progress(total: int, description: str, enabled: bool):
-    # None: shown on terminals only, so logs and tests stay clean
+def progress_bar(total: int, description: str, enabled: bool):
+    """A tqdm bar over ``total`` images, shown (when ``enabled``) on terminals only."""
+    # disable=None: tqdm's "terminals only", so logs and tests stay clean
     return tqdm(total=total, desc=description, unit="img", disable=None if enabled else True,
                 leave=False)
 

@@ -1,8 +1,11 @@
-"""Ground-truth regions of probe images: per-kind masks, filled squares and the smallest object.
+"""Ground-truth regions of probe images: the file's region masks, filled squares and the
+smallest object.
 
-The probe file stores the union mask of each kind (``masks/square`` ...) and one ``objects`` row
-per drawn object; per-object regions are re-rendered from those rows with
-:func:`probes.footprint` (a loop over objects, never over pixels).
+The probe file stores one mask per region (``masks/square`` ... in the generated sets, the
+union of that kind's pixels; any names in a user's file, ``masks/lesion``) and, in the generated
+sets, one ``objects`` row per drawn object; the derived regions are re-rendered from those rows
+with :func:`probes.footprint` (a loop over objects, never over pixels), so they need the objects
+(``probes.contract.NEEDS``).
 
 Examples
 --------
@@ -23,9 +26,7 @@ import dataclasses
 import numpy as np
 
 from probes import KINDS, ProbeSet, footprint, shape_of
-
-#: Region names :meth:`RegionReader.read` knows besides the kinds.
-DERIVED = ("square_filled", "smallest_object")
+from probes.contract import DERIVED_REGIONS
 
 
 def read_rows(dataset, index: np.ndarray) -> np.ndarray:
@@ -43,32 +44,44 @@ class RegionReader:
     Attributes
     ----------
     kinds : tuple of str
-        The object kinds that occur anywhere in the file.
+        The object kinds that occur anywhere in the file's objects table.
+    regions : tuple of str
+        The masks worth scoring: every region of the file, except a kind's mask where the file
+        has objects and none of that kind (its mask is empty throughout).
+    target : str or None
+        The region localization is scored on (the file's target, where it has that region).
     """
 
     def __init__(self, probe: ProbeSet):
         self.probe = probe
         objects = probe.objects()
         self.kinds = tuple(kind for kind in KINDS if (objects["kind"] == kind).any())
+        self.regions = tuple(region for region in probe.regions if not probe.has_objects
+                             or region not in KINDS or region in self.kinds)
+        self.target = probe.target if probe.target in self.regions else None
         self._objects = {int(image): rows for image, rows in objects.groupby("image")}
 
     def read(self, index, names) -> dict[str, np.ndarray]:
         """Bool (n, H, W) masks of regions ``names`` for images ``index``.
 
-        Names: a kind (``square``, ``circle``, ``line``: the file's union masks), ``square_filled``
-        (the squares' solid footprints: an outline square counts with its inside) and
-        ``smallest_object`` (the smallest object by area that is not a square).
+        Names: a region of the file (``square``, ``circle``, ``line`` in the generated sets:
+        the union masks of each kind), ``square_filled`` (the squares' solid footprints: an
+        outline square counts with its inside) and ``smallest_object`` (the smallest object by
+        area that is not a square); these two are drawn from the objects table.
         """
         index = np.asarray(index, dtype=np.int64)
         size = self.probe.size
         out = {}
         for name in names:
-            if name in KINDS:
-                out[name] = read_rows(self.probe.masks(name), index)
-            elif name in DERIVED:
+            if name in DERIVED_REGIONS:
+                if not self.probe.has_objects:
+                    raise self.probe.missing(
+                        "edge" if name == "square_filled" else "small_object",
+                        f"region {name!r} is drawn from the objects table; ask for one of the "
+                        f"file's regions ({', '.join(self.probe.regions) or 'none'})")
                 out[name] = np.zeros((len(index), size, size), bool)
             else:
-                raise ValueError(f"unknown region {name!r}; valid: {KINDS + DERIVED}")
+                out[name] = read_rows(self.probe.masks(name), index)
         for row, image in enumerate(index):
             objects = self._objects.get(int(image))
             if objects is None:

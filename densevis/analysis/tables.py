@@ -5,7 +5,10 @@
     and layer; ``layer`` empty for pixel methods) and metric. The null baselines are methods
     ``random``, ``sobel`` and ``center``; behaviour rows have method ``model`` (``logit_margin``,
     ``predicted_positive``, ``label``, and on ``pairs`` ``logit_delta_<variant>`` per scene).
-    ``note`` says why a value is NaN (or infinite).
+    ``note`` says why a value is NaN (or infinite). Localization is scored on the probe file's
+    target region (``square`` in the generated sets; ``probes.ProbeSet.target``), the
+    area-corrected mass (``<region>_mass``) on each of its regions, the edge ratio and the
+    smallest object's mass where the file has drawn objects (the generated sets).
 ``summary``
     Per ``set, method, layer, reduction, metric``: ``n`` rows, ``n_finite``, ``mean``, ``sd``,
     ``median`` and a 95% Student-t CI of the mean, over the finite values.
@@ -151,10 +154,11 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
     ``only_baselines``: the null baselines' rows alone (pooled to the maps' layer grids)."""
     device = torch.device(device)
     reader = RegionReader(probe)
-    has_square = "square" in reader.kinds
-    mass_regions = list(reader.kinds) + (["smallest_object"] if set(reader.kinds) - {"square"}
-                                         else [])
-    wanted = mass_regions + (["square_filled"] if has_square else [])
+    target = reader.target
+    drawn_square = "square" in reader.kinds  # the edge ratio needs the squares' footprints
+    mass_regions = list(reader.regions) + (["smallest_object"] if set(reader.kinds) - {"square"}
+                                           else [])
+    wanted = mass_regions + (["square_filled"] if drawn_square else [])
     width = edge_width(probe.size)
     index = maps.index
     first, last = (0, len(index)) if rows is None else rows
@@ -165,8 +169,9 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
     def score(raw: torch.Tensor, method: str, layers: list[str], rule: str) -> None:
         reduced = reduce_maps(raw.to(device), rule)
         scores = Scores()
-        if has_square:
-            scores.update(localization_scores(reduced, regions["square"], region="square"))
+        if target is not None:
+            scores.update(localization_scores(reduced, regions[target], region=target))
+        if drawn_square:
             scores.update(edge_scores(reduced, regions["square_filled"], width))
         scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
         frames.extend(long_rows(scores, probe.name, images, method, layer, rule)

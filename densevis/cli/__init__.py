@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import keyword
 import signal
 import sys
 import threading
@@ -26,7 +27,8 @@ from densevis import __version__
 from densevis.errors import USER_ERRORS
 
 #: Subcommands in the order of the data flow.
-COMMANDS = ("generate", "train", "evaluate", "explain", "analyze", "report", "run", "bench")
+COMMANDS = ("generate", "import", "train", "evaluate", "explain", "analyze", "report", "run",
+            "bench")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -56,13 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"densevis {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"densevis.cli.{name}")
+        module = importlib.import_module(module_name(name))
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.describe = getattr(module, "describe", None)
         module.configure(sub)
         sub.set_defaults(handler=module.run, flags=flags_of(sub))
     return parser
+
+
+def module_name(command: str) -> str:
+    """The module of a subcommand: ``densevis.cli.<command>``, with a trailing ``_`` where the
+    command is a Python keyword (``import`` -> ``densevis.cli.import_``).
+
+    >>> module_name("train"), module_name("import")
+    ('densevis.cli.train', 'densevis.cli.import_')
+    """
+    return f"densevis.cli.{command}{'_' * keyword.iskeyword(command)}"
 
 
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
