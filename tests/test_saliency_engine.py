@@ -64,11 +64,13 @@ def test_panel_runs_one_forward_and_two_backwards(model, images):
             counts[name] += 1
         return hook
 
+    # "all" is traced once, when the engine is made at a known size: not a pass of a batch
+    engine = SaliencyEngine(model, "panel", "all", image_size=SIZE)
     handles = [model.register_forward_pre_hook(count("forward")),
                model.classifier.register_full_backward_pre_hook(count("classifier backward")),
                model.features.conv0.register_full_backward_hook(count("conv0 backward"))]
     try:
-        result = SaliencyEngine(model, "panel", "all").attribute(images, [0, 1, 2])
+        result = engine.attribute(images, [0, 1, 2])
     finally:
         for handle in handles:
             handle.remove()
@@ -319,11 +321,21 @@ def test_layers_that_cannot_be_explained_are_clear_errors(model, images):
         SaliencyEngine(model, "gradcam", "classifier").attribute(images)
     shared = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 30 * 30, 2))
     shared.forward = lambda x: shared[3](shared[2](shared[1](shared[1](shared[0](x)))))
-    with pytest.raises(DensevisError, match="layer 1 runs more than once"):
+    # a reused module: the capture counts its calls and never uses one of them ...
+    with pytest.raises(DensevisError, match="layer 1 is called 2 times per forward"):
         SaliencyEngine(shared, "gradcam", "1").attribute(images)
+    # ... and at a known size the trace finds it before any work; "all" leaves it out
+    with pytest.raises(DensevisError, match="layer 1 is called 2 times.*name a module that "
+                                            "runs once"):
+        SaliencyEngine(shared, "gradcam", "1", image_size=SIZE)
+    assert list(SaliencyEngine(shared, "gradcam", "all", image_size=SIZE).layers) == ["0"]
     with pytest.raises(DensevisError, match="occlusion window 64 is larger than the 32x32"):
         SaliencyEngine(model, "occlusion", params={"occlusion": {"window": 64}}).attribute(images)
-    assert "model.features" in _error(lambda: SaliencyEngine(shared, "gradcam", "all"))
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 2))
+    assert "found no module of Sequential that runs once and outputs a spatial map" in \
+        _error(lambda: SaliencyEngine(flat, "gradcam", "all").attribute(images))
+    assert "image_size 16x16 is not a size Sequential runs at" in \
+        _error(lambda: SaliencyEngine(shared, "gradcam", "all", image_size=SIZE // 2))
 
 
 def _error(call) -> str:
