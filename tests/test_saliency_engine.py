@@ -12,6 +12,7 @@ from torch import nn
 from densevis.errors import DensevisError
 from densevis.saliency import METHODS, SaliencyEngine, switchable_relus, ReLURule
 from densevis.saliency.batching import in_chunks
+from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import upsample
 
 SIZE = 32
@@ -286,6 +287,20 @@ def test_state_and_hooks_restored_after_a_call_and_after_an_error(images):
         engine.attribute(images, [0, 1, 2])  # raises mid-forward
     handle.remove()
     assert_untouched(model, before)
+
+
+def test_the_trace_of_layers_all_restores_state_even_when_the_model_fails():
+    model = small_densenet(seed=4).train()
+    model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
+    model.features.conv0.weight.requires_grad_(False)
+    before = snapshot(model)
+    assert list(resolve_layers(model, "all", image_size=SIZE))[-1] == "norm5"
+    assert_untouched(model, before)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(DensevisError, match="image_size 4x4 is not a size DenseNet runs at"):
+        resolve_layers(model, "all", image_size=4)  # its pooling fails on a 1x1 map
+    assert_untouched(model, before)
+    assert all(not m._forward_pre_hooks for m in model.modules())
 
 
 # -- bad input -------------------------------------------------------------------------------
