@@ -62,6 +62,8 @@ def test_layer_groups_top_down():
     assert set(DENSENET_STEPS) - {"classifier"} <= set(resolve_layers(model, "all"))
     assert dict(groups)["conv0"] == ["features.conv0", "features.norm0"]
     assert dict(groups)["denseblock4"] == ["features.denseblock4", "features.norm5"]
+    # traced: the same at any size, also where the deepest blocks are 1x1 (not layers "all")
+    assert layer_groups(model, 32) == layer_groups(model, 64) == groups
     resnet = dict(layer_groups(build_model("resnet18")))
     assert resnet["conv1"] == ["conv1", "bn1"] and list(resnet)[0] == "fc"
 

@@ -12,6 +12,7 @@ from torch import nn
 from densevis.errors import DensevisError
 from densevis.saliency import METHODS, SaliencyEngine, switchable_relus, ReLURule
 from densevis.saliency.batching import in_chunks
+from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import upsample
 
 SIZE = 32
@@ -64,11 +65,13 @@ def test_panel_runs_one_forward_and_two_backwards(model, images):
             counts[name] += 1
         return hook
 
+    # "all" is traced once, when the engine is made at a known size: not a pass of a batch
+    engine = SaliencyEngine(model, "panel", "all", image_size=SIZE)
     handles = [model.register_forward_pre_hook(count("forward")),
                model.classifier.register_full_backward_pre_hook(count("classifier backward")),
                model.features.conv0.register_full_backward_hook(count("conv0 backward"))]
     try:
-        result = SaliencyEngine(model, "panel", "all").attribute(images, [0, 1, 2])
+        result = engine.attribute(images, [0, 1, 2])
     finally:
         for handle in handles:
             handle.remove()
@@ -286,6 +289,20 @@ def test_state_and_hooks_restored_after_a_call_and_after_an_error(images):
     assert_untouched(model, before)
 
 
+def test_the_trace_of_layers_all_restores_state_even_when_the_model_fails():
+    model = small_densenet(seed=4).train()
+    model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
+    model.features.conv0.weight.requires_grad_(False)
+    before = snapshot(model)
+    assert list(resolve_layers(model, "all", image_size=SIZE))[-1] == "norm5"
+    assert_untouched(model, before)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(DensevisError, match="image_size 4x4 is not a size DenseNet runs at"):
+        resolve_layers(model, "all", image_size=4)  # its pooling fails on a 1x1 map
+    assert_untouched(model, before)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -319,11 +336,21 @@ def test_layers_that_cannot_be_explained_are_clear_errors(model, images):
         SaliencyEngine(model, "gradcam", "classifier").attribute(images)
     shared = nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 30 * 30, 2))
     shared.forward = lambda x: shared[3](shared[2](shared[1](shared[1](shared[0](x)))))
-    with pytest.raises(DensevisError, match="layer 1 runs more than once"):
+    # a reused module: the capture counts its calls and never uses one of them ...
+    with pytest.raises(DensevisError, match="layer 1 is called 2 times per forward"):
         SaliencyEngine(shared, "gradcam", "1").attribute(images)
+    # ... and at a known size the trace finds it before any work; "all" leaves it out
+    with pytest.raises(DensevisError, match="layer 1 is called 2 times.*name a module that "
+                                            "runs once"):
+        SaliencyEngine(shared, "gradcam", "1", image_size=SIZE)
+    assert list(SaliencyEngine(shared, "gradcam", "all", image_size=SIZE).layers) == ["0"]
     with pytest.raises(DensevisError, match="occlusion window 64 is larger than the 32x32"):
         SaliencyEngine(model, "occlusion", params={"occlusion": {"window": 64}}).attribute(images)
-    assert "model.features" in _error(lambda: SaliencyEngine(shared, "gradcam", "all"))
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 2))
+    assert "found no module of Sequential that runs once and outputs a spatial map" in \
+        _error(lambda: SaliencyEngine(flat, "gradcam", "all").attribute(images))
+    assert "image_size 16x16 is not a size Sequential runs at" in \
+        _error(lambda: SaliencyEngine(shared, "gradcam", "all", image_size=SIZE // 2))
 
 
 def _error(call) -> str:

@@ -105,10 +105,10 @@ def close(actual, expected, rtol=1e-5):
     torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale)
 
 
-def captum(name, model, images, *args, **kwargs):
+def captum(name, model, images, *args, targets=TARGETS, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return getattr(captum_attr, name)(model, *args).attribute(images, target=TARGETS,
+        return getattr(captum_attr, name)(model, *args).attribute(images, target=targets,
                                                                     **kwargs).detach()
 
 

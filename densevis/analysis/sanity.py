@@ -43,7 +43,7 @@ from torch import nn
 
 from densevis.model import preprocess
 from densevis.saliency.engine import SaliencyEngine
-from densevis.saliency.layers import layer_name
+from densevis.saliency.layers import block_units, layer_name
 
 SIMILARITIES = ("spearman_abs", "spearman_signed", "ssim", "hog")
 EVERY_STEP = ("spearman_abs", "spearman_signed")  # the measures of the intermediate steps
@@ -55,34 +55,26 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 TABLE_FORMAT = "densevis-sanity/2"
 
 
-def _has_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())
-
-
-def layer_groups(model: nn.Module) -> list[tuple[str, list[str]]]:
+def layer_groups(model: nn.Module, image_size=None) -> list[tuple[str, list[str]]]:
     """Groups of modules re-initialized together, from the output down to the input.
 
-    A group is a top-level child with parameters, or, for a container of several such children
-    (DenseNet's ``features``), each of those; a normalization layer joins the layer before it
-    (a convolution and its BatchNorm are one step). Each group is ``(name, module paths)``:
-    the name of its first module as maps files and tables name layers
+    The units are the model's block-level modules that hold parameters, in the order of their
+    first call in one traced forward (:func:`~densevis.saliency.layers.block_units` at
+    ``image_size``: the units of layers ``"all"``, with the classifier and a module called
+    twice too); a normalization layer joins the layer before it (a convolution and its
+    BatchNorm are one step). Each group is ``(name, module paths)``: the name of its first
+    module as maps files and tables name layers
     (:func:`~densevis.saliency.layers.layer_name`: ``denseblock4``, ``classifier``), the paths
     of the modules it re-initializes (``features.denseblock4``, ``features.norm5``).
     """
-    units = []
-    for name, child in model.named_children():
-        inner = [(f"{name}.{sub}", module) for sub, module in child.named_children()
-                 if _has_parameters(module)]
-        if len(inner) > 1:
-            units.extend(inner)
-        elif _has_parameters(child):
-            units.append((name, child))
     groups: list[tuple[str, list[str]]] = []
-    for name, module in units:
-        if groups and isinstance(module, _NORMS):
-            groups[-1][1].append(name)
+    for unit in block_units(model, image_size):
+        if next(unit.module.parameters(), None) is None:
+            continue
+        if groups and isinstance(unit.module, _NORMS):
+            groups[-1][1].append(unit.path)
         else:
-            groups.append((layer_name(model, name), [name]))
+            groups.append((layer_name(model, unit.path), [unit.path]))
     return groups[::-1]
 
 
@@ -100,13 +92,14 @@ def reinitialize(model: nn.Module, paths: list[str], seed: int) -> None:
                     module.reset_parameters()
 
 
-def randomized_models(model: nn.Module, mode: str = "cascading",
-                      seed: int = 0) -> Iterator[tuple[int, str, nn.Module]]:
-    """``(step, group name, randomized copy)`` for each step of ``mode``; the model is untouched."""
+def randomized_models(model: nn.Module, mode: str = "cascading", seed: int = 0,
+                      image_size=None) -> Iterator[tuple[int, str, nn.Module]]:
+    """``(step, group name, randomized copy)`` for each step of ``mode`` (the groups of
+    :func:`layer_groups`, traced at ``image_size``); the model is untouched."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} (got {mode!r})")
     running = copy.deepcopy(model)
-    for step, (name, paths) in enumerate(layer_groups(model), start=1):
+    for step, (name, paths) in enumerate(layer_groups(model, image_size), start=1):
         current = running if mode == "cascading" else copy.deepcopy(model)
         reinitialize(current, paths, seed * 1_000_003 + step)
         yield step, name, current.eval()
@@ -217,8 +210,9 @@ def randomization_test(model: nn.Module, explain: Explain, images: np.ndarray, t
     if original is None:
         original = run_explain(explain, model, images, targets, batch_size)
     frames, ranks = [], {}
-    steps = len(layer_groups(model))
-    for step, name, randomized in randomized_models(model, mode, seed):
+    size = tuple(images.shape[-2:])
+    steps = len(layer_groups(model, size))
+    for step, name, randomized in randomized_models(model, mode, seed, size):
         if not every_step and step != steps:
             continue  # the cascade still re-initializes this group, with its own seed
         maps = run_explain(explain, randomized, images, targets, batch_size)
@@ -244,6 +238,7 @@ def engine_explain(methods="panel", layers="all", params: dict | None = None,
                    method_layers: dict | None = None) -> Explain:
     """An ``explain`` callable backed by :class:`densevis.saliency.SaliencyEngine`."""
     def explain(model, images, targets):
-        engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers)
+        engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers,
+                                image_size=tuple(np.shape(images)[-2:]))
         return engine.attribute(preprocess(images), targets=np.asarray(targets)).maps
     return explain

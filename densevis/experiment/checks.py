@@ -141,10 +141,10 @@ def _check_methods(locate, table: str, model, methods, layers, params, method_la
                 METHODS[name].check(resolved[name], (size, size))
     layer_methods = [m for m in methods if METHODS[m].kind == "layer"]
     with at(locate, f"{table}.method_layers"):
-        SaliencyEngine.own_layers(model, layer_methods, method_layers)
+        SaliencyEngine.own_layers(model, layer_methods, method_layers, size)
     if set(layer_methods) - set(method_layers):
         with at(locate, f"{table}.layers"):
-            resolve_layers(model, layers)
+            resolve_layers(model, layers, image_size=size)
 
 
 def _check_analysis(spec, locate) -> None:

@@ -190,7 +190,7 @@ def _sanity_figure(model, explain, path: Path, name: str, methods: list[str], la
         return {method: found[method][0] for method in methods}
 
     maps = {"trained": explained(model)}
-    for _, group, randomized in randomized_models(model, "cascading", seed):
+    for _, group, randomized in randomized_models(model, "cascading", seed, image.shape):
         # the table's layer name of the group (classifier, denseblock4, ..., conv0)
         maps[next(iter(resolve_layers(model, group)))] = explained(randomized)
     png = cascading_grid(maps, image, f"cascading randomization, {name} image {index}", layer)

@@ -17,9 +17,12 @@ add passes, batched in memory-bounded chunks.
 The hook of a captured layer hands the rest of the network a *copy* of the layer's output, so an
 in-place op downstream (DenseNet's ``relu0`` after ``norm0``) changes the copy, never the
 captured activation, and the gradient taken w.r.t. the captured tensor is the gradient w.r.t. the
-layer's own (pre-ReLU) output. Hooks, the ReLU mode, eval mode and frozen parameters last for
-the call only: the model's modes, ``requires_grad`` flags and ``.grad`` are restored even when
-the call raises.
+layer's own (pre-ReLU) output. A captured layer that the forward calls more than once (a reused
+``nn.ReLU``) is an error naming its number of calls, never one of its calls silently. Layers
+``"all"`` are found once per engine, by one traced forward of a blank image
+(:mod:`densevis.saliency.trace`), outside the plan of passes. Hooks, the ReLU mode, eval mode
+and frozen parameters last for the call only: the model's modes, ``requires_grad`` flags and
+``.grad`` are restored even when the call raises.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from densevis.saliency import perturbation  # noqa: F401 - registers the perturb
 from densevis.saliency.batching import in_chunks
 from densevis.saliency.capture import Capture, Explanation
 from densevis.saliency.guided import ReLURule, switchable_relus
-from densevis.saliency.layers import resolve_layers
+from densevis.saliency.layers import resolve_layers, reused_layer, selects_all
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+from densevis.saliency.trace import frozen_eval
 from densevis.saliency.transfer import PendingExplanation, pinned, to_device, to_host
 
 
@@ -53,8 +57,10 @@ class SaliencyEngine:
         :data:`~densevis.saliency.methods.GROUPS`),
         ``"all"``, ``"a,b"`` or a list of names from :data:`METHODS`.
     layers : str or list of str
-        For layer methods: ``"all"`` (every child of ``model.features``), names of children of
-        ``model.features`` (``"denseblock4"``) or module paths (``"features.denseblock1.denselayer2"``).
+        For layer methods: ``"all"`` (the model's block-level modules that run once and output
+        a spatial map, in forward order: :func:`~densevis.saliency.layers.resolve_layers`),
+        names of children of ``model.features`` (``"denseblock4"``) or module paths
+        (``"features.denseblock1.denselayer2"``, ``"layer1.0"``).
     params : dict, optional
         Per-method parameters, e.g. ``{"integrated_gradients": {"steps": 32}}``.
     method_layers : dict, optional
@@ -70,6 +76,12 @@ class SaliencyEngine:
         Put the model and inputs in channels-last layout (faster convolutions on GPUs; the
         values are the same up to float rounding). Default: on CUDA only. The model's
         parameters stay in that layout after the call.
+    image_size : int or (int, int), optional
+        The size of the images to explain. ``"all"`` is found by tracing one forward at it;
+        without it, at the size of the first images attributed (or of :meth:`layer_grids`), or
+        at :data:`~densevis.saliency.trace.DEFAULT_IMAGE_SIZE` when :attr:`layers` or
+        :attr:`keys` are read first. The selection then stays fixed for the engine's life.
+        Named layers are checked to run once when it is given (else at the capture).
 
     Examples
     --------
@@ -86,21 +98,14 @@ class SaliencyEngine:
     def __init__(self, model: nn.Module, methods="panel", layers="all", params: dict | None = None,
                  *, method_layers: dict | None = None, batch_size: int | None = None,
                  chunk_size: int = 64, autocast: bool = False,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, image_size=None):
         self.model = model
         self.methods = resolve_methods(methods)
         self.params = resolve_params(self.methods, params)
-        layer_methods = [m for m in self.methods if METHODS[m].kind == "layer"]
-        own = self.own_layers(model, layer_methods, method_layers or {})
-        shared = resolve_layers(model, layers) if set(layer_methods) - set(own) else {}
-        # every layer some method needs is captured once, in the model's order
-        wanted = set(shared).union(*own.values())
-        self.layers: dict[str, nn.Module] = {
-            key: module for key, module in {**shared, **{k: m for d in own.values()
-                                                         for k, m in d.items()}}.items()
-            if key in wanted}
-        self.keys = [(m, None) for m in self.methods if METHODS[m].kind == "pixel"] + \
-                    [(m, layer) for m in layer_methods for layer in own.get(m, shared)]
+        self._layer_methods = [m for m in self.methods if METHODS[m].kind == "layer"]
+        self._requested = (layers, dict(method_layers or {}))
+        self._selection: tuple[dict, list] | None = None
+        self.image_size = image_size
         self.needs = frozenset().union(*(METHODS[m].needs for m in self.methods))
         if batch_size is not None and batch_size < 1:
             raise DensevisError(f"batch size must be positive (got {batch_size})")
@@ -108,17 +113,51 @@ class SaliencyEngine:
             raise DensevisError(f"chunk size must be positive (got {chunk_size})")
         self.batch_size, self.chunk_size, self.autocast = batch_size, chunk_size, autocast
         self.channels_last = channels_last
+        own = self._requested[1]
+        _check_method_layers(self._layer_methods, own)
+        wanted = list(own.values()) + ([layers] if set(self._layer_methods) - set(own) else [])
+        if image_size is not None or not any(selects_all(spec) for spec in wanted):
+            self._select(image_size)  # bad names fail here; only "all" waits for a size
+
+    @property
+    def layers(self) -> dict[str, nn.Module]:
+        """``{key: module}`` of every captured layer, in network order for ``"all"``."""
+        return self._select()[0]
+
+    @property
+    def keys(self) -> list[tuple[str, str | None]]:
+        """``(method, layer or None)`` of every map the engine gives."""
+        return self._select()[1]
+
+    def _select(self, image_size=None) -> tuple[dict, list]:
+        """Resolve the layers once: at ``image_size`` (the engine's, else the given one, else
+        the trace's default) when a selection is ``"all"``; fixed for the engine's life, so
+        every batch has the same keys."""
+        if self._selection is None:
+            size = self.image_size if self.image_size is not None else image_size
+            layers, method_layers = self._requested
+            own = self.own_layers(self.model, self._layer_methods, method_layers, size)
+            shared = (resolve_layers(self.model, layers, image_size=size)
+                      if set(self._layer_methods) - set(own) else {})
+            # every layer some method needs is captured once, in the model's order
+            wanted = set(shared).union(*own.values())
+            selected = {key: module for key, module in {**shared, **{
+                k: m for d in own.values() for k, m in d.items()}}.items() if key in wanted}
+            keys = [(m, None) for m in self.methods if METHODS[m].kind == "pixel"] + \
+                   [(m, layer) for m in self._layer_methods for layer in own.get(m, shared)]
+            self._selection = (selected, keys)
+        return self._selection
 
     @staticmethod
-    def own_layers(model: nn.Module, layer_methods: list[str], method_layers: dict) -> dict:
+    def own_layers(model: nn.Module, layer_methods: list[str], method_layers: dict,
+                   image_size=None) -> dict:
         """Layers of the methods that do not use the shared selection (``method_layers``),
-        resolved on ``model``; a spec check calls it to find a bad entry before any work."""
-        stray = sorted(set(method_layers) - set(layer_methods))
-        if stray:
-            raise DensevisError(f"method_layers names {', '.join(stray)}, which "
-                                f"{'is' if len(stray) == 1 else 'are'} not a selected layer "
-                                f"method; selected: {', '.join(layer_methods) or 'none'}")
-        return {m: resolve_layers(model, spec) for m, spec in method_layers.items()}
+        resolved on ``model`` (traced at ``image_size``, see
+        :func:`~densevis.saliency.layers.resolve_layers`); a spec check calls it to find a bad
+        entry before any work."""
+        _check_method_layers(layer_methods, method_layers)
+        return {m: resolve_layers(model, spec, image_size=image_size)
+                for m, spec in method_layers.items()}
 
     @property
     def device(self) -> torch.device:
@@ -127,6 +166,7 @@ class SaliencyEngine:
     def layer_grids(self, size: int, channels: int = 3) -> dict[str, list[int]]:
         """``[h, w]`` of each selected layer's output for ``size``-px inputs (one forward of a
         blank image): the grid a layer-resolution map is upsampled from."""
+        self._select(size)
         grids: dict[str, list[int]] = {}
         handles = [module.register_forward_hook(
             lambda _module, _args, output, key=key: grids.__setitem__(
@@ -177,6 +217,7 @@ class SaliencyEngine:
 
     def _attribute(self, inputs: torch.Tensor, wanted) -> PendingExplanation:
         wanted = None if wanted is None else self._check_targets(wanted, len(inputs))
+        self._select(tuple(inputs.shape[-2:]))
         for name in self.methods:
             if METHODS[name].check is not None:
                 METHODS[name].check(self.params[name], tuple(inputs.shape[-2:]))
@@ -219,7 +260,8 @@ class SaliencyEngine:
             x = inputs.clone().requires_grad_(graph)
         rule = ReLURule()
         outputs: dict[str, tuple[torch.Tensor, int]] = {}  # key -> (output, its version)
-        handles = [module.register_forward_hook(_keep_output(key, outputs))
+        calls: dict[str, int] = {}
+        handles = [module.register_forward_hook(_keep_output(key, outputs, calls))
                    for key, module in hooked.items()]
         capture = Capture(model=self.model, inputs=x.detach(), logits=None, targets=None,
                           params=self.params, autocast=self.autocast, chunk_size=self.chunk_size)
@@ -230,7 +272,7 @@ class SaliencyEngine:
         finally:
             for handle in handles:
                 handle.remove()
-        _check_outputs(outputs, hooked, logits)
+        _check_outputs(outputs, calls, hooked, logits)
         capture.logits = logits.detach().float()
         capture.targets = _resolve_targets(targets, capture.logits)
         capture.activations = {key: out.detach() for key, (out, _) in outputs.items()}
@@ -280,43 +322,37 @@ class SaliencyEngine:
         return targets.to(torch.long, copy=True)  # also a normal tensor if made in inference mode
 
 
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module):
-    """Eval mode and frozen parameters for the block; modes, flags and ``.grad`` restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _, _ in params:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for p, flag, grad in params:
-            p.requires_grad_(flag)
-            p.grad = grad
+def _check_method_layers(layer_methods: list[str], method_layers: dict) -> None:
+    stray = sorted(set(method_layers) - set(layer_methods))
+    if stray:
+        raise DensevisError(f"method_layers names {', '.join(stray)}, which "
+                            f"{'is' if len(stray) == 1 else 'are'} not a selected layer "
+                            f"method; selected: {', '.join(layer_methods) or 'none'}")
 
 
-def _keep_output(key: str, outputs: dict) -> Callable:
-    """Forward hook: keep the layer's output, hand the rest of the network a copy of it."""
+def _keep_output(key: str, outputs: dict, calls: dict) -> Callable:
+    """Forward hook: keep the layer's output, hand the rest of the network a copy of it; count
+    the calls (a layer that runs twice is an error after the forward, never one of its calls)."""
     def hook(module, args, output):
+        calls[key] = calls.get(key, 0) + 1
+        if key in outputs:
+            return None
         if not torch.is_tensor(output):
             raise DensevisError(f"layer {key} returns a {type(output).__name__}, not a tensor; "
                                 f"choose a module whose output is one tensor")
-        if key in outputs:
-            raise DensevisError(f"layer {key} runs more than once per forward (a shared "
-                                f"module); choose a module that runs once")
         outputs[key] = (output, output._version)
         return output.clone()
     return hook
 
 
-def _check_outputs(outputs: dict, hooked: dict, logits) -> None:
+def _check_outputs(outputs: dict, calls: dict, hooked: dict, logits) -> None:
     missing = [key for key in hooked if key not in outputs]
     if missing:
         raise DensevisError(f"layer {missing[0]} did not run in the model's forward; choose "
                             f"another layer")
+    for key, count in calls.items():
+        if count > 1:
+            raise reused_layer(key, count)
     for key, (out, version) in outputs.items():
         if out._version != version:
             raise RuntimeError(f"the output of layer {key} was modified in place after it was "

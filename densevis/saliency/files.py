@@ -143,7 +143,7 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     model, ckpt = load_checkpoint(checkpoint, device)
     check_image_size(ckpt, checkpoint, probe.size, data)
     engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers,
-                            chunk_size=chunk_size, autocast=bf16)
+                            chunk_size=chunk_size, autocast=bf16, image_size=probe.size)
     num_classes = int(ckpt["config"].get("num_classes", NUM_CLASSES))
     if isinstance(target, int) and not 0 <= target < num_classes:
         raise DensevisError(f"{target} is out of range: the model has {num_classes} "
