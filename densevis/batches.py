@@ -7,9 +7,15 @@ flips and quarter turns), drawn per image from a seeded ``torch.Generator``.
 
 Examples
 --------
->>> from probes import ProbeSet                                              # doctest: +SKIP
->>> stream = BatchStream(ProbeSet("train.h5"), batch_size=64, seed=0)       # doctest: +SKIP
->>> images, labels, index = next(iter(stream.epoch(0)))                     # doctest: +SKIP
+>>> import tempfile
+>>> from pathlib import Path
+>>> from probes import write_probe_set
+>>> path = write_probe_set(Path(tempfile.mkdtemp()) / "train.h5", "base", n=24, size=32,
+...                        workers=1)
+>>> stream = BatchStream(ProbeSet(path), batch_size=16, seed=0)
+>>> images, labels, index = next(iter(stream.epoch(0)))
+>>> images.shape, labels.dtype, len(index)  # numpy arrays
+((16, 32, 32), dtype('int64'), 16)
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Installed with densevis (entry point ``pytest11``). Give pytest a run::
     pytest experiments/ --densevis-run reports/default-20261129-101500
     pytest experiments/ --densevis-run experiments/default.toml --densevis-quick   # run it (cached)
 
-and write tests against the ``densevis_run`` fixture::
+and write tests against the ``densevis_run`` fixture (a :class:`densevis.report.run_folder.Run`,
+what :func:`densevis.load_run` returns: its tables, answers and figures)::
 
     from densevis.testing import assert_hypothesis, assert_localizes
 
@@ -38,9 +39,7 @@ says in how many models each row was supported and each model's effect. A run wi
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -50,102 +49,14 @@ import pytest
 # imported inside the functions that use them, not here.
 
 
-@dataclass
-class Run:
-    """A finished densevis run: its folder and lazily read tables (pandas DataFrames)."""
+def __getattr__(name: str):
+    """``Run`` and ``find_run``: the run as :func:`densevis.load_run` reads it
+    (:mod:`densevis.report.run_folder`), imported on first use."""
+    if name in ("Run", "find_run"):
+        from densevis.report import run_folder
 
-    path: Path
-    _tables: dict = field(default_factory=dict, repr=False)
-
-    def table(self, name: str):
-        """The run's ``<name>.csv`` as a DataFrame (read once; empty text stays "")."""
-        from densevis.analysis.tables import read_table
-
-        if name not in self._tables:
-            csv = self.path / f"{name}.csv"
-            if not csv.is_file():
-                raise FileNotFoundError(f"run {self.path} has no {name}.csv")
-            self._tables[name] = read_table(csv)
-        return self._tables[name]
-
-    def evaluate(self, *hypotheses):
-        """A hypotheses table of this run's metrics and sanity tables for ``hypotheses``
-        (:class:`~densevis.analysis.hypotheses.HypothesisSpec`), by
-        :func:`~densevis.analysis.replicates.evaluate_replicated` (each replicate model by the
-        same :func:`~densevis.analysis.hypotheses.evaluate` that made ``hypotheses.csv``, then
-        the replicated rows; a run without a ``model`` column is one replicate, ``model``): a
-        new question asked of a finished run.
-
-        >>> from densevis.analysis import HypothesisSpec
-        >>> run.evaluate(HypothesisSpec("passes_randomization", threshold=0.3))  # doctest: +SKIP
-        """
-        from densevis.analysis.replicates import evaluate_replicated
-
-        sanity = self.table("sanity") if (self.path / "sanity.csv").is_file() else None
-        return evaluate_replicated(self.metrics, sanity, list(hypotheses))
-
-    @property
-    def hypotheses(self):
-        return self.table("hypotheses")
-
-    @property
-    def metrics(self):
-        return self.table("metrics")
-
-    @property
-    def summary(self):
-        return self.table("summary")
-
-    @property
-    def behaviour(self):
-        return self.table("behaviour")
-
-    @property
-    def provenance(self) -> dict:
-        path = self.path / "provenance.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    def hypothesis_rows(self, name: str, method: str | None = None, layer: str | None = None,
-                        model: str | None = "replicated"):
-        """Rows of ``hypotheses`` for one hypothesis (and method/layer when given) of ``model``:
-        by default the rows across replicate models, ``None`` for every model's; ignored when
-        the table has no ``model`` column (a run of one model)."""
-        table = self.hypotheses
-        if model is not None and "model" in table.columns:
-            models = table["model"].astype(str)
-            if model not in set(models):
-                raise AssertionError(f"run {self.path} has no model {model!r}; it has: "
-                                     f"{', '.join(dict.fromkeys(models))}")
-            table = table[models == model]
-        rows = table[table["hypothesis"] == name]
-        if method is not None:
-            rows = rows[rows["method"].fillna("") == method]
-        if layer is not None:
-            rows = rows[rows["layer"].fillna("") == layer]
-        if rows.empty:
-            known = sorted({(h, m if isinstance(m, str) else "", l if isinstance(l, str) else "")
-                            for h, m, l in table[["hypothesis", "method", "layer"]].itertuples(
-                                index=False)})
-            listed = "; ".join("/".join(p for p in key if p) for key in known[:40])
-            raise AssertionError(f"run {self.path} has no result for hypothesis {name!r}"
-                                 f"{f' model {model!r}' if 'model' in table and model else ''}"
-                                 f"{f' method {method!r}' if method else ''}"
-                                 f"{f' layer {layer!r}' if layer else ''}; it has: {listed}")
-        return rows
-
-
-def find_run(path: str | Path) -> Path:
-    """A run folder: ``path`` itself, or the newest run folder inside it."""
-    path = Path(path)
-    if (path / "hypotheses.csv").is_file():
-        return path
-    if path.is_dir():
-        runs = sorted((p for p in path.iterdir() if (p / "hypotheses.csv").is_file()),
-                      key=lambda p: ((p / "hypotheses.csv").stat().st_mtime, p.name))
-        if runs:
-            return runs[-1]
-    raise FileNotFoundError(f"{path} is not a densevis run folder (no hypotheses.csv) and holds "
-                            f"none; create one with 'densevis run --out {path}'")
+        return getattr(run_folder, name)
+    raise AttributeError(f"module 'densevis.testing' has no attribute {name!r}")
 
 
 def number_of(value) -> str:
@@ -293,6 +204,9 @@ def densevis_run(request) -> Run:
     if value is None:
         raise pytest.UsageError("these tests need a densevis run: pass --densevis-run DIR (a run "
                                 "folder or the --out folder of 'densevis run') or a spec .toml")
+    from densevis.errors import DensevisError
+    from densevis.report.run_folder import Run, load_run
+
     path = Path(value)
     if path.suffix == ".toml":
         from densevis.experiment import run_experiment
@@ -301,6 +215,6 @@ def densevis_run(request) -> Run:
         quick = request.config.getoption("--densevis-quick")
         return Run(run_experiment(load_spec(path, quick=quick), progress=False))
     try:
-        return Run(find_run(path))
-    except FileNotFoundError as exc:
+        return load_run(path)
+    except DensevisError as exc:
         raise pytest.UsageError(str(exc)) from None

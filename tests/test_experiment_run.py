@@ -20,69 +20,15 @@ from densevis.cli import main
 from densevis.experiment import load_spec, run_experiment
 from densevis.analysis.tables import RUN_TABLES
 
-TINY = """
-name = "tiny"
-[data]
-size = 64
-train = 320
-val = 96
-images_per_set = 16
-pair_scenes = 2
-[model]
-epochs = 1
-replicates = 2
-[probes]
-sets = ["base", "lines_only", "large_squares", "small_circles", "circles_only", "pairs"]
-[saliency]
-methods = ["vanilla", "guided", "gradcam", "guided_gradcam"]
-layers = ["conv0", "denseblock4"]
-[analysis.sanity]
-methods = ["vanilla", "gradcam"]
-images = 4
-data_randomization_epochs = 1
-[[hypotheses]]
-name = "localizes_square"
-family = "localization"
-[[hypotheses]]
-name = "edge_detector"
-family = "cues"
-[[hypotheses]]
-name = "small_object_detector"
-family = "cues"
-[[hypotheses]]
-name = "passes_randomization"
-family = "sanity"
-[[hypotheses]]
-name = "mass_on_square"
-set = "base"
-metric = "relevance_mass"
-threshold = 0.0
-methods = ["vanilla"]
-[outputs]
-panels_per_set = 1
-"""
 HYPOTHESIS_COLUMNS = ["hypothesis", "method", "layer", "statistic", "effect", "ci_low",
                       "ci_high", "p_value", "p_adjusted", "verdict"]
-
-
-@pytest.fixture(scope="session")
-def tiny_spec(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spec") / "tiny.toml"
-    path.write_text(TINY)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tiny_spec, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    return run_experiment(load_spec(tiny_spec), out, progress=False, echo=lambda _: None)
 
 
 def _tables(run_dir: Path) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(run_dir / f"{name}.csv") for name in RUN_TABLES}
 
 
-def test_run_folder_holds_tables_report_and_provenance(tiny_run):
+def test_run_folder_holds_tables_report_and_provenance(tiny_run, tiny_spec):
     for name in RUN_TABLES + ("report",):
         assert (tiny_run / (f"{name}.csv" if name != "report" else "report.html")).is_file()
     tables = _tables(tiny_run)
@@ -104,7 +50,7 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     # the set and the edit in columns of their own; "" (read as NaN) on a whole set's row
     edits = behaviour[behaviour["set"] == "pairs"]
     assert "sides" in set(edits["variant"]) and edits["variant"].isna().sum() == 2
-    assert set(behaviour["set"]) == set(tomllib.loads(TINY)["probes"]["sets"])
+    assert set(behaviour["set"]) == set(tomllib.loads(tiny_spec.read_text())["probes"]["sets"])
     assert behaviour["n"].dtype == "int64"
     assert (behaviour["positive_rate_ci_low"] <= behaviour["positive_rate"]).all()
     # the first model's checks draw the curves; the other's hold what the verdicts read
@@ -129,7 +75,7 @@ def test_run_folder_holds_tables_report_and_provenance(tiny_run):
     assert record["seeds"]["data"] == 0 and "torch" in record["versions"]
     assert all(len(entry["sha256"]) == 64 for entry in record["files"].values())
     assert len(list((tiny_run / "figures").glob("*.png"))) >= 5
-    assert (tiny_run / "spec.toml").read_text() == TINY
+    assert (tiny_run / "spec.toml").read_text() == tiny_spec.read_text()
 
 
 def _cells(path: Path, column: str) -> list[str]:
@@ -138,7 +84,7 @@ def _cells(path: Path, column: str) -> list[str]:
         return [row[column] for row in csv.DictReader(handle)]
 
 
-def test_the_run_tables_agree(tiny_run):
+def test_the_run_tables_agree(tiny_run, tiny_spec):
     """One logit margin, one layer naming, counts written as integers, every image traceable
     to a probe file in the run folder, and a provenance without absolute paths."""
     tables = _tables(tiny_run)
@@ -202,7 +148,7 @@ def test_the_run_tables_agree(tiny_run):
             rows = labels[labels["set"] == set_name]
             assert (probe.labels[:][rows["image"].to_numpy()] == rows["value"]).all()
     assert sorted(p.stem for p in (tiny_run / "data").iterdir()) == \
-        sorted(tomllib.loads(TINY)["probes"]["sets"])  # the probe sets, not the training data
+        sorted(tomllib.loads(tiny_spec.read_text())["probes"]["sets"])  # not the training data
     # provenance: relative paths only, resolvable from the run folder or the output folder
     text = (tiny_run / "provenance.json").read_text()
     assert str(tiny_run.parent) not in text

@@ -28,39 +28,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    import pandas as pd
-
+    from densevis.analysis.tables import RUN_TABLES
     from densevis.errors import DensevisError
-    from densevis.analysis.tables import RUN_TABLES, read_table
+    from densevis.report.run_folder import Run
     from densevis.report.sections import report_page
     from probes.atomic import atomic_output, check_output_path
 
     folder = Path(args.folder)
-    if not (folder / "hypotheses.csv").is_file():
-        raise DensevisError(f"{folder} holds no hypotheses.csv; give the --out folder of "
-                            f"'densevis analyze' or a run folder of 'densevis run'")
+    finished = Run(folder)  # the one reader of a run (or analysis) folder
     inputs = [folder / f"{name}.csv" for name in RUN_TABLES] + [folder / "provenance.json"]
     out = check_output_path(args.out or folder / "report.html", args.force,
                             inputs=[path for path in inputs if path.exists()])
-    tables = {}
-    for name in RUN_TABLES:
-        path = folder / f"{name}.csv"
-        if path.is_file():
-            try:
-                tables[name] = read_table(path)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-                raise DensevisError(f"{path} is not a readable CSV table ({exc})") from None
+    tables = finished.tables
     if "verdict" not in tables["hypotheses"].columns:
         raise DensevisError(f"{folder / 'hypotheses.csv'} lacks the verdict column; it is not a "
                             f"densevis hypotheses table")
-    provenance = folder / "provenance.json"
-    try:
-        record = json.loads(provenance.read_text()) if provenance.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DensevisError(f"{provenance} is not readable JSON ({exc}); restore it or remove "
-                            f"it") from None
+    record = finished.provenance or None
     page, _, _ = report_page(args.title or f"densevis report: {folder.name}", tables, record)
     with atomic_output(out, args.force) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -24,6 +24,7 @@ from densevis.errors import DensevisError
 from densevis.report.html import png_of
 from densevis.saliency.figures import CAP_PERCENTILE
 from densevis.saliency.methods import METHODS
+from densevis.saliency.panel import own_scale_grid
 from densevis.saliency.tiles import Tile, color_limit, map_note, map_style, tile_grid
 
 CLASS_NAMES = {0: "no square", 1: "square"}
@@ -188,7 +189,8 @@ def cascading_grid(maps_by_step: dict[str, dict[str, np.ndarray]], image: np.nda
     """Adebayo et al. 2018, fig. 2: rows = methods, columns = the trained model's maps then each
     cascading randomization step (top layers first), of one image.
 
-    Every map is scaled by its own 99th percentile of |value| (written under it): randomizing
+    Every map is scaled by its own 99th percentile of |value| (written under it,
+    :func:`~densevis.saliency.panel.own_scale_grid`): randomizing
     weights changes the maps' magnitude by orders, and the question is whether their structure
     survives (as the Spearman similarities of the sanity table ask). A row's colour bar is that
     relative scale.
@@ -204,17 +206,8 @@ def cascading_grid(maps_by_step: dict[str, dict[str, np.ndarray]], image: np.nda
     if lacking:
         raise DensevisError(f"step {lacking[0]!r} has maps of {sorted(maps_by_step[lacking[0]])}, "
                             f"the first step of {sorted(methods)}; every step needs the same")
-    tiles, bars = [], []
-    for method in methods:
-        style = map_style(method, np.asarray(maps_by_step[steps[0]][method]))
-        row = [Tile(image)]
-        for step in steps:
-            values = np.asarray(maps_by_step[step][method], dtype=np.float64)
-            scale = color_limit([values])
-            note = "" if map_note(values) else f"÷ {scale:.2g}"
-            row.append(Tile(values / scale, style, 1.0, note, outline=image))
-        tiles.append(row)
-        bars.append(f"map ÷ its p{CAP_PERCENTILE:g} |value| (under it)")
-    titles = ["image", steps[0]] + [f"{k}. {step}" for k, step in enumerate(steps[1:], start=1)]
+    cells = {(method, step): maps_by_step[step][method] for step in steps for method in methods}
+    titles = [steps[0]] + [f"{k}. {step}" for k, step in enumerate(steps[1:], start=1)]
     labels = [_method_title(method, layer) for method in methods]
-    return png_of(tile_grid(tiles, titles, labels, "rows", bars, title), tight=False)
+    return png_of(own_scale_grid(image, cells, methods, steps, titles, labels, title),
+                  tight=False)

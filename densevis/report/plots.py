@@ -1,7 +1,8 @@
 """The report's figures of the tidy tables, each a plain function returning PNG bytes (or None
 when the table has nothing to show); ``build_*`` returns the matplotlib figure itself.
 
-- :func:`hypothesis_forest`: every statistic of one hypothesis, a panel per unit;
+- :func:`hypothesis_forest`: every statistic of one hypothesis, a panel per unit (and
+  :func:`build_hypothesis_forests`: several hypotheses' in one figure);
 - :func:`behaviour_bars`: what the model says on each probe set and edit;
 - :func:`localization_by_layer` (:mod:`densevis.report.localization_plot`): a localization
   metric per method and layer in network order against the null baselines;
@@ -27,8 +28,8 @@ from densevis.report.localization_plot import build_localization_by_layer, local
 from densevis.report.sanity_plot import build_sanity_figure, sanity_figure
 
 __all__ = ["behaviour_bars", "build_behaviour_bars", "build_hypothesis_forest",
-           "build_localization_by_layer", "build_sanity_figure", "hypothesis_forest",
-           "localization_by_layer", "sanity_figure"]
+           "build_hypothesis_forests", "build_localization_by_layer", "build_sanity_figure",
+           "hypothesis_forest", "localization_by_layer", "sanity_figure"]
 
 ROW_IN = 0.24     # height of one statistic (or probe-set row), inches
 PANEL_IN = 1.25   # a panel's title, x axis and label, inches
@@ -54,9 +55,9 @@ def forest_order(rows: pd.DataFrame, layer_order=()) -> pd.DataFrame:
     return rows.iloc[key.sort_values(["maps", "method", "layer", "position"]).index]
 
 
-def build_hypothesis_forest(rows: pd.DataFrame, hypothesis: str, layer_order=()):
-    """The forest of ``hypothesis`` (see :func:`hypothesis_forest`) as a matplotlib figure,
-    or None when the table has no statistic of it."""
+def _forest_plan(rows: pd.DataFrame, hypothesis: str, layer_order=()):
+    """``(table, units, panels, heights)`` of the forest of ``hypothesis``: its statistics in
+    order, each one's unit, the panels' units and heights (inches); None without statistics."""
     table = one_model(rows[rows["hypothesis"] == hypothesis], f"forest of {hypothesis!r}")
     table = forest_order(table, layer_order)
     if table.empty:
@@ -65,7 +66,18 @@ def build_hypothesis_forest(rows: pd.DataFrame, hypothesis: str, layer_order=())
              else pd.Series("", index=table.index))
     panels = _panel_order(units, table["method"] == MODEL, hypothesis)
     heights = [ROW_IN * _forest_height(table[units == unit]) + PANEL_IN for unit in panels]
-    fig = new_figure(sum(heights) + 0.6)
+    return table, units, panels, heights
+
+
+def build_hypothesis_forest(rows: pd.DataFrame, hypothesis: str, layer_order=(), figure=None):
+    """The forest of ``hypothesis`` (see :func:`hypothesis_forest`) as a matplotlib figure,
+    or None when the table has no statistic of it. ``figure``: a (sub)figure to draw into
+    instead of a new one (:func:`build_hypothesis_forests`)."""
+    plan = _forest_plan(rows, hypothesis, layer_order)
+    if plan is None:
+        return None
+    table, units, panels, heights = plan
+    fig = new_figure(sum(heights) + 0.6) if figure is None else figure
     axes = fig.subplots(len(panels), 1, squeeze=False,
                         gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, unit in zip(axes, panels):
@@ -78,6 +90,34 @@ def build_hypothesis_forest(rows: pd.DataFrame, hypothesis: str, layer_order=())
     fig.suptitle(f"{hypothesis}: each statistic's effect and family-wise confidence interval",
                  fontsize=11)
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    return fig
+
+
+def build_hypothesis_forests(rows: pd.DataFrame, hypotheses, layer_order=()):
+    """The forests of several hypotheses (:func:`hypothesis_forest`, in the order given) one
+    under the other in one matplotlib figure, or None when the table has no statistic of any.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"hypothesis": ["a", "b"], "method": ["vanilla", "model"],
+    ...                      "layer": ["", ""], "statistic": ["x > 0", "y > 0"],
+    ...                      "verdict": ["supported", "rejected"], "effect": [0.2, -1.0],
+    ...                      "ci_low": [0.1, -2.0], "ci_high": [0.3, 0.5],
+    ...                      "unit": ["share", "logits"]})
+    >>> fig = build_hypothesis_forests(rows, ["a", "b", "not_in_the_table"])
+    >>> len(fig.subfigs)  # one per hypothesis with statistics
+    2
+    """
+    plans = {name: plan for name in hypotheses
+             for plan in [_forest_plan(rows, name, layer_order)] if plan is not None}
+    if not plans:
+        return None
+    heights = [sum(plan[3]) + 0.6 for plan in plans.values()]
+    fig = new_figure(sum(heights))
+    for sub, name in zip(np.atleast_1d(fig.subfigures(len(plans), 1, height_ratios=heights)),
+                         plans):
+        build_hypothesis_forest(rows, name, layer_order, figure=sub)
     return fig
 
 

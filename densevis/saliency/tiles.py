@@ -7,7 +7,8 @@ on a diverging colour map symmetric about 0, non-negative maps on a sequential o
 (all zero, constant, not finite) is a grey tile saying so, never a blank one (:func:`map_note`).
 
 Like :mod:`densevis.saliency.figures`, this module draws maps for the rooms above (the report's
-map figures, :mod:`densevis.report.panels`) from maps, images and the method registry alone.
+map figures, :mod:`densevis.report.panels`; :mod:`densevis.saliency.panel`'s panel of one image)
+from maps, images and the method registry alone.
 
 The tiles and the colour bars are composed into one image in one axes: an axes per tile (and
 per colour bar) costs most of a figure's time in matplotlib, and the report draws several.
@@ -227,8 +228,8 @@ def tile_grid(tiles: list[list[Tile]], column_titles: list[str], row_labels: lis
 
     Parameters
     ----------
-    tiles : list of rows of :class:`Tile`
-        All of one shape (H, W).
+    tiles : list of rows of :class:`Tile` or None
+        All of one shape (H, W); None leaves its cell empty (a method without that layer).
     column_titles, row_labels : list of str
     bars : str
         ``columns`` or ``rows``.
@@ -245,21 +246,22 @@ def tile_grid(tiles: list[list[Tile]], column_titles: list[str], row_labels: lis
     if rows == 0 or any(len(row) != columns for row in tiles) or len(row_labels) != rows:
         raise ValueError(f"tiles must be {len(row_labels)} rows of {columns} (one per row "
                          f"label and column title)")
-    shapes = {np.shape(tile.values) for row in tiles for tile in row}
+    shapes = {np.shape(tile.values) for row in tiles for tile in row if tile is not None}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"every tile must be an (H, W) array of one shape (got {shapes})")
     (h, w), by_column = next(iter(shapes)), bars == "columns"
-    footnotes = any(tile.footnote for row in tiles for tile in row)
+    footnotes = any(tile.footnote for row in tiles for tile in row if tile is not None)
     gap_x, gap_y = max(1, round(0.06 * w)), max(1, round((0.16 if footnotes else 0.06) * h))
     width, height = columns * w + (columns - 1) * gap_x, rows * h + (rows - 1) * gap_y
     zone = round((0.3 * h) if by_column else (0.2 * w))  # the colour bars' strip
     canvas = _Canvas(height + zone * by_column, width + zone * (not by_column))
     for r, c in np.ndindex(rows, columns):
-        canvas.tile(tiles[r][c], r * (h + gap_y), c * (w + gap_x))
+        if tiles[r][c] is not None:
+            canvas.tile(tiles[r][c], r * (h + gap_y), c * (w + gap_x))
     labels = list(bar_labels or [""] * (columns if by_column else rows))
     for k in range(columns if by_column else rows):
         line = [tiles[r][k] for r in range(rows)] if by_column else tiles[k]
-        maps = [tile for tile in line if tile.style != "image"]
+        maps = [tile for tile in line if tile is not None and tile.style != "image"]
         if maps and by_column:
             canvas.bar(maps, height + gap_y, k * (w + gap_x) + round(0.1 * w),
                        max(1, round(0.07 * h)), round(0.8 * w), labels[k])
@@ -277,3 +279,4 @@ def tile_grid(tiles: list[list[Tile]], column_titles: list[str], row_labels: lis
         canvas.text(title, (width / 2, -0.5), (0, 4 + 10 * lines), ha="center", va="bottom",
                     fontsize=9)
     return canvas.figure(tile_inches / max(h, w))
+
