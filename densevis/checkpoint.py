@@ -58,8 +58,9 @@ def plain(value, where: str = "checkpoint"):
                     f"cannot store")
 
 
-def _load_plain(path: Path, what: str, fix: str, parameter: str | None = None):
-    """``torch.load(path, weights_only=True)``; what is wrong as a :class:`DensevisError`."""
+def _load_plain(path: Path, what: str, fix: str, redo: str, parameter: str | None = None):
+    """``torch.load(path, weights_only=True)``; what is wrong as a :class:`DensevisError`
+    (``fix``: how to make a file of the kind, ``redo``: how to make this one again plain)."""
     try:
         # weights only: a model file is plain data, and unpickling anything else can run code
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -69,9 +70,10 @@ def _load_plain(path: Path, what: str, fix: str, parameter: str | None = None):
             raise DensevisError(f"{path} is not a readable torch {what} (UnpicklingError); "
                                 f"{fix}", parameter=parameter) from None
         raise DensevisError(f"{what} {path} holds more than plain data ({needs.group(1)}), and "
-                            f"loading it could run code; densevis loads only weights-only "
-                            f"files: {fix}, or, if you trust it, load it with torch.load(..., "
-                            f"weights_only=False) and save its plain parts",
+                            f"loading it could run code; densevis loads only plain data "
+                            f"(torch.load(weights_only=True)): {redo}, or, if you trust it, load "
+                            f"it with torch.load(..., weights_only=False) and save its plain "
+                            f"parts",
                             parameter=parameter) from None
     except Exception as exc:  # torch raises many types for a file that is not a torch file
         raise DensevisError(f"{path} is not a readable torch {what} ({type(exc).__name__}); "
@@ -82,7 +84,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint dict at ``path``, validated; :class:`DensevisError` says what is wrong."""
     fix = "train one with 'densevis train'"
     path = check_input_file(path, "checkpoint", fix, DensevisError)
-    checkpoint = _load_plain(path, "checkpoint", fix)
+    checkpoint = _load_plain(path, "checkpoint", fix, "retrain it with 'densevis train'")
     found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
     if found != FORMAT:
         raise DensevisError(f"{path} is not a densevis checkpoint (format {found!r}, expected "
@@ -120,7 +122,8 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = check_input_file(path, "weights file", fix, DensevisError)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    state = _load_plain(path, "weights file", fix, parameter="weights")
+    state = _load_plain(path, "weights file", fix, "save its model's state_dict() instead",
+                        parameter="weights")
     if isinstance(state, dict) and not _is_state(state):
         state = next((state[k] for k in STATE_KEYS if _is_state(state.get(k))), state)
     if not _is_state(state):

@@ -196,8 +196,9 @@ def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: s
     path, or a :class:`densevis.model.ModelSource` (a model with its weights file).
 
     Every file is opened and checked (image size against the checkpoint's; a model loaded from
-    weights, which records none, must classify the data's size) before the model runs. Sets are named by ``names`` when given, else by their ``set`` attribute, two files of
-    one set told apart by file name, as ``base[val.h5]``.
+    weights, which records none, must classify the data's size) before the model runs. Sets
+    are named by ``names`` when given, else by their ``set`` attribute, two files of one set
+    told apart by file name, as ``base[val.h5]``.
 
     Examples
     --------

@@ -214,7 +214,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                                 f"load it (got {named or 'none'}): densevis imports a model's "
                                 f"code only when you name it", parameter="model")
         model = resolve_model(recorded, checkpoint["config"], folder).build()
-        what = f"factory {recorded}"
+        what, cause = f"factory {recorded}", "its factory's code changed, or it is damaged"
     else:
         if named is not None and named not in (checkpoint.get("name"), checkpoint["arch"]):
             raise DensevisError(f"names {named!r}, but checkpoint {path} holds "
@@ -231,13 +231,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
             raise DensevisError(f"checkpoint {path}: its config does not build arch "
                                 f"{checkpoint['arch']} ({first_line(exc)}); it is damaged or "
                                 f"edited: retrain it with 'densevis train'") from None
-        what = f"arch {checkpoint['arch']}"
+        what, cause = f"arch {checkpoint['arch']}", "it is damaged or edited"
     state = checkpoint["state_dict"]
     mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
         raise DensevisError(f"checkpoint {path}: its weights do not fit its {what} with its "
-                            f"config ({mismatch}); it is damaged or edited: retrain it with "
-                            f"'densevis train'")
+                            f"config ({mismatch}); {cause}: retrain it with 'densevis train'")
     bad = non_finite(state)
     if bad:
         raise DensevisError(f"checkpoint {path} has non-finite weights ({bad}): its training "

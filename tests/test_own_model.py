@@ -221,6 +221,11 @@ def test_a_factory_checkpoint_loads_only_when_its_factory_is_named(tmp_path):
         load_checkpoint(path, named="other:factory")
     model, checkpoint = load_checkpoint(path, named=FACTORY, folder=OWN_MODEL)
     assert type(model).__name__ == "SmallResNet" and checkpoint["image_size"] == SIZE
+    saved["config"]["width"] = 8  # as if the factory now built another model
+    torch.save(saved, path)
+    with pytest.raises(DensevisError, match="do not fit its factory small_resnet:small_resnet "
+                                            r"with its config \(.*\); its factory's code changed"):
+        load_checkpoint(path, named=FACTORY, folder=OWN_MODEL)
 
 
 def test_a_checkpoint_named_as_another_model_is_refused(tmp_path):

@@ -30,12 +30,13 @@ from densevis.recipe import LABEL_RULES
 from densevis.saliency.engine import SaliencyEngine
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+from densevis.user_code import import_module_beside
 from probes import SETS, get_set
 from probes.errors import InputError
-from densevis.user_code import import_module_beside
 from probes.writer import workers_that_fit
 
-#: API parameters of the training recipe -> their spec keys (the others keep their defaults).
+#: API parameters of the training recipe and the model -> their spec keys (the others keep
+#: their defaults); ``model`` is model.arch or model.factory, whichever names the model.
 TRAIN_KEYS = {"epochs": "model.epochs", "seed": "model.seed",
               "max_minutes": "model.max_minutes", "labels": "model.labels",
               "model_args": "model.args", "weights": "model.weights"}

@@ -2,8 +2,9 @@
 
 A spec states everything a run does: data (image size, images per set, seed), model (arch or
 a factory of one's own, and training, or existing checkpoints or weights), probe sets,
-saliency methods and layers, metrics, sanity checks, hypotheses and outputs. A ``[quick]`` table holds overrides applied by
-``densevis run --quick`` (same structure as the spec, e.g. ``[quick.data] size = 64``).
+saliency methods and layers, metrics, sanity checks, hypotheses and outputs. A ``[quick]``
+table holds overrides applied by ``densevis run --quick`` (same structure as the spec, e.g.
+``[quick.data] size = 64``).
 
 Types are checked here; names, files and values in :mod:`densevis.experiment.checks`. Every
 problem is reported with the key, the file and the line, e.g.

@@ -125,8 +125,8 @@ class ExplainJob:
         return Path(out)
 
 
-def prepare_explain(checkpoint: str | os.PathLike | ModelSource, data: str | os.PathLike, methods="panel",
-                    layers="all", params: dict | None = None,
+def prepare_explain(checkpoint: str | os.PathLike | ModelSource, data: str | os.PathLike,
+                    methods="panel", layers="all", params: dict | None = None,
                     method_layers: dict | None = None, device: str = "auto",
                     batch_size: int = 32, chunk_size: int = 64, bf16: bool = False,
                     target: str | int = "label", progress: bool = True,
