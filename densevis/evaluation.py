@@ -17,8 +17,8 @@ invisible-square ceiling), ``clean`` (negatives and positives whose square touch
 
 Examples
 --------
->>> from densevis.model import load_checkpoint                       # doctest: +SKIP
->>> model, ckpt = load_checkpoint("model.pt")                        # doctest: +SKIP
+>>> from densevis.model import load_model                            # doctest: +SKIP
+>>> model, ckpt = load_model("model.pt")                             # doctest: +SKIP
 >>> per_image = evaluate_images(model, ProbeSet("val.h5"))           # doctest: +SKIP
 >>> accuracy_breakdown(per_image).query("breakdown == 'all'")                 # doctest: +SKIP
 """
@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from densevis.errors import DensevisError
-from densevis.model import check_image_size, load_checkpoint, predict, resolve_device
+from densevis.model import check_image_size, load_model, model_file, predict, resolve_device
 from probes import STUDY_IMAGE_SIZE, ProbeSet
 from probes.atomic import atomic_output
 from probes.measure import scene_geometry
@@ -192,21 +192,23 @@ def format_summary(table: pd.DataFrame) -> str:
 
 def evaluate_checkpoint(checkpoint, data: list, batch_size: int = 256, device: str = "auto",
                         names: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(summary table, per-image table)`` of a checkpoint on probe files ``data``.
+    """``(summary table, per-image table)`` of a model on probe files ``data``: a checkpoint
+    path, or a :class:`densevis.model.ModelSource` (a model with its weights file).
 
-    Every file is opened and checked (image size against the checkpoint's) before the model
-    runs. Sets are named by ``names`` when given, else by their ``set`` attribute, two files of
-    one set told apart by file name, as ``base[val.h5]``.
+    Every file is opened and checked (image size against the checkpoint's; a model loaded from
+    weights, which records none, must classify the data's size) before the model runs. Sets
+    are named by ``names`` when given, else by their ``set`` attribute, two files of one set
+    told apart by file name, as ``base[val.h5]``.
 
     Examples
     --------
     >>> table, rows = evaluate_checkpoint("model.pt", ["val.h5", "pairs.h5"])   # doctest: +SKIP
     """
     device = resolve_device(device)
-    model, ckpt = load_checkpoint(checkpoint, device)
+    model, ckpt = load_model(checkpoint, device)
     probes = [ProbeSet(path) for path in data]
     for probe in probes:
-        check_image_size(ckpt, checkpoint, probe.size, probe.path)
+        check_image_size(ckpt, model_file(checkpoint), probe.size, probe.path, model=model)
     if names is None:
         names = [probe.name for probe in probes]
         names = [f"{name}[{probe.path.name}]" if names.count(name) > 1 else name

@@ -1,12 +1,23 @@
-"""Models and checkpoints: the original study's DenseNet, other torchvision classifiers, and the
-checkpoint format of ``shared/DESIGN.md``.
+"""Models and checkpoints: the original study's DenseNet, other torchvision classifiers, models
+of one's own (a factory ``"package.module:callable"``), and the checkpoint format of
+``docs/DESIGN.md``.
+
+One resolver reads a model's name (:func:`resolve_model`): a config of :data:`CONFIGS`
+(``"original"``), a torchvision classifier (``"resnet18"``) or a factory of the user's
+(``"small_resnet:small_resnet"``, keyword arguments from ``--model-arg`` or a spec's ``args``).
+The model must give 2 logits (N, 2) for input (N, 3, H, W) (:func:`check_model_fits`).
 
 A checkpoint is a ``torch.save`` dict of plain data (strings, numbers, lists, dicts, tensors)
-that torch + torchvision alone can load, with ``weights_only=True``: loading one runs no code::
+that torch (+ torchvision, or the factory's module) can load, with ``weights_only=True``:
+loading one runs no code. One of a torchvision model::
 
     ckpt = torch.load("model.pt", weights_only=True)
     model = getattr(torchvision.models, ckpt["arch"])(**ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
+
+One of a factory model records ``factory`` instead of ``arch``; densevis imports the factory's
+module (running its code) only when the user names the same factory. A model trained elsewhere
+is its name and a weights file (:class:`ModelSource`, :func:`load_model`).
 
 Model input is the grey image / 255 repeated to 3 channels, float32 (N, 3, H, W): see
 :func:`preprocess`; :func:`predict` gives a model's logits on a probe file.
@@ -16,9 +27,9 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,12 +37,14 @@ import torchvision
 from torch import nn
 
 from densevis import __version__
+from densevis.checkpoint import (FORMAT, non_finite, plain, read_checkpoint, read_weights,
+                                 state_mismatch)
 from densevis.errors import DensevisError
+from densevis.user_code import import_factory, typed_args
 from probes import ProbeSet
-from probes.atomic import atomic_output, check_input_file
+from probes.atomic import atomic_output
 from probes.errors import first_line
 
-FORMAT = "densevis-checkpoint/1"
 NUM_CLASSES = 2
 
 #: Named configurations: name -> (torchvision.models attribute, its kwargs).
@@ -51,33 +64,83 @@ def torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def resolve_arch(name: str) -> tuple[str, dict]:
-    """``(torchvision.models attribute, kwargs)`` of a named config or a torchvision classifier.
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model's name resolved (:func:`resolve_model`): what builds it, with which arguments."""
+
+    name: str  # as the user gave it: "original", "resnet18", "small_resnet:small_resnet"
+    builder: Callable = field(repr=False, compare=False)
+    config: dict = field(default_factory=dict)  # its keyword arguments
+    arch: str = ""  # the torchvision.models attribute (configs and classifiers)
+    factory: str = ""  # "module:callable" (a factory of the user's)
+
+    def build(self) -> nn.Module:
+        """A freshly initialized model; :class:`DensevisError` (about ``model``) when the
+        builder fails or returns something else than an ``nn.Module``."""
+        try:
+            model = self.builder(**self.config)
+        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+            raise DensevisError(f"{self.name} failed to build a model from arguments "
+                                f"{self.config} ({type(exc).__name__}: {first_line(exc)})",
+                                parameter="model") from None
+        if not isinstance(model, nn.Module):
+            raise DensevisError(f"{self.name} returned a {type(model).__name__}, not a "
+                                f"torch.nn.Module; name a callable that returns the model",
+                                parameter="model")
+        return model
+
+    def record(self) -> dict:
+        """How a checkpoint names the model: ``arch`` or ``factory``, ``name``, ``config``."""
+        key, value = ("factory", self.factory) if self.factory else ("arch", self.arch)
+        return {key: value, "name": self.name, "config": self.config}
+
+
+def resolve_model(name: str, args: dict | None = None,
+                  folder: str | os.PathLike | None = None) -> ModelChoice:
+    """The model ``name`` names: a config of :data:`CONFIGS`, a torchvision classifier (2
+    classes, no downloaded weights) or a factory ``"package.module:callable"`` (its module
+    imported from ``folder`` first, then ``sys.path``: see
+    :func:`densevis.user_code.import_module_beside`). ``args`` are keyword arguments of the
+    builder, overriding a config's; text values are read as the types the builder declares
+    (:func:`densevis.user_code.typed_args`). Errors are about ``model`` or ``model_args``.
 
     Examples
     --------
-    >>> resolve_arch("resnet18")
-    ('resnet18', {'num_classes': 2, 'weights': None})
+    >>> resolve_model("resnet18").config
+    {'num_classes': 2, 'weights': None}
+    >>> resolve_model("original", {"growth_rate": "12"}).config["growth_rate"]
+    12
+    >>> resolve_model("nope")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    densevis.errors.DensevisError: model 'nope' is unknown; valid: original, original-large, ...
     """
+    if ":" in name:
+        factory = import_factory(name, folder)
+        return ModelChoice(name, factory, typed_args(factory, dict(args or {}), name),
+                           factory=name)
     if name in CONFIGS:
         attribute, config = CONFIGS[name]
-        return attribute, dict(config)
-    if name in torchvision_classifiers():
-        return name, {"num_classes": NUM_CLASSES, "weights": None}
-    raise DensevisError(f"{name!r} is unknown; valid: {', '.join(CONFIGS)}, or a torchvision "
-                        f"classifier such as resnet18, vgg11, densenet121", parameter="arch")
+    elif name in torchvision_classifiers():
+        attribute, config = name, {"num_classes": NUM_CLASSES, "weights": None}
+    else:
+        raise DensevisError(f"{name!r} is unknown; valid: {', '.join(CONFIGS)}, a torchvision "
+                            f"classifier such as resnet18, vgg11, densenet121, or a factory of "
+                            f"your own, package.module:callable", parameter="model")
+    builder = getattr(torchvision.models, attribute)
+    return ModelChoice(name, builder, {**config, **typed_args(builder, dict(args or {}), name)},
+                       arch=attribute)
 
 
-def build_model(name: str) -> nn.Module:
-    """A freshly initialized 2-class model (no weights are downloaded).
+def build_model(name: str, args: dict | None = None) -> nn.Module:
+    """A freshly initialized model of ``name`` (see :func:`resolve_model`; no weights are
+    downloaded).
 
     Examples
     --------
     >>> sum(p.numel() for p in build_model("original").parameters())
     58212
     """
-    attribute, config = resolve_arch(name)
-    return getattr(torchvision.models, attribute)(**config)
+    return resolve_model(name, args).build()
 
 
 def preprocess(images) -> torch.Tensor:
@@ -115,12 +178,14 @@ def predict(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 256,
 
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, name: str, image_size: int,
-                    metrics: dict | None = None, force: bool = True, **extra) -> Path:
-    """Write ``model`` as a checkpoint (atomically: a failure leaves no file)."""
-    attribute, config = resolve_arch(name)
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, name: str | ModelChoice,
+                    image_size: int, metrics: dict | None = None, force: bool = True,
+                    **extra) -> Path:
+    """Write ``model`` (of model ``name``, or its resolved :class:`ModelChoice`) as a checkpoint
+    (atomically: a failure leaves no file)."""
+    choice = name if isinstance(name, ModelChoice) else resolve_model(name)
     checkpoint = plain({
-        "format": FORMAT, "arch": attribute, "name": name, "config": config,
+        "format": FORMAT, **choice.record(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "image_size": int(image_size), "metrics": metrics or {}, "densevis_version": __version__,
         **extra,
@@ -132,115 +197,170 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, name: str, image_
     return Path(path)
 
 
-def plain(value, where: str = "checkpoint"):
-    """``value`` as the plain data that ``torch.load(weights_only=True)`` reads: dicts with
-    string keys, lists, tuples, strings, numbers, booleans, None and tensors; numpy scalars and
-    arrays and paths are converted, anything else is a bug of the caller (TypeError).
-
-    Examples
-    --------
-    >>> plain({"n": np.int64(3), "xs": (np.float32(0.5),)})
-    {'n': 3, 'xs': (0.5,)}
-    """
-    if value is None or isinstance(value, (str, bool, int, float, torch.Tensor)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, dict):
-        return {str(k): plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v, f"{where}[{i}]") for i, v in enumerate(value))
-    raise TypeError(f"{where} holds a {type(value).__name__}, which a weights-only checkpoint "
-                    f"cannot store")
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint dict at ``path``, validated; :class:`DensevisError` says what is wrong."""
-    path = check_input_file(path, "checkpoint", "train one with 'densevis train'", DensevisError)
-    try:
-        # weights only: a checkpoint is plain data, and unpickling anything else can run code
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needs = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if not needs:  # not a pickle of known operands: not a checkpoint at all
-            raise DensevisError(f"{path} is not a readable torch checkpoint (UnpicklingError); "
-                                f"train one with 'densevis train'") from None
-        raise DensevisError(f"checkpoint {path} holds more than plain data ({needs.group(1)}), "
-                            f"and loading it could run code; densevis loads only weights-only "
-                            f"checkpoints: retrain it with 'densevis train', or, if you trust "
-                            f"it, load it with torch.load(..., weights_only=False) and save its "
-                            f"plain parts") from None
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise DensevisError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}); "
-                            f"train one with 'densevis train'") from None
-    found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-    if found != FORMAT:
-        raise DensevisError(f"{path} is not a densevis checkpoint (format {found!r}, expected "
-                            f"{FORMAT!r}); train one with 'densevis train'")
-    missing = [k for k in ("arch", "config", "state_dict", "image_size") if k not in checkpoint]
-    if missing:
-        raise DensevisError(f"checkpoint {path} lacks {', '.join(missing)}; it is damaged, "
-                            f"retrain it")
-    wrong = [key for key, kind in (("arch", str), ("config", dict), ("state_dict", dict),
-                                   ("image_size", int)) if not isinstance(checkpoint[key], kind)]
-    if wrong or isinstance(checkpoint["image_size"], bool) or checkpoint["image_size"] < 1:
-        raise DensevisError(f"checkpoint {path}: {(wrong or ['image_size'])[0]} has the wrong "
-                            f"type or value; it is damaged, retrain it")
-    return checkpoint
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    named: str | None = None, folder: str | os.PathLike | None = None
                     ) -> tuple[nn.Module, dict]:
-    """``(model in eval mode on device, checkpoint dict)`` from a checkpoint file."""
+    """``(model in eval mode on device, checkpoint dict)`` from a checkpoint file.
+
+    ``named`` is the model the user named (``--model``, a spec's ``[model] factory``): a
+    checkpoint of a factory model loads only when it names that factory, since building it
+    imports the factory's module (from ``folder`` first), which runs its code.
+    """
     checkpoint = read_checkpoint(path)
-    builder = getattr(torchvision.models, checkpoint["arch"], None)
-    if builder is None:
-        raise DensevisError(f"checkpoint {path} names arch {checkpoint['arch']!r}, which this "
-                            f"torchvision ({torchvision.__version__}) lacks")
-    try:
-        model = builder(**checkpoint["config"])
-    except (TypeError, ValueError) as exc:
-        raise DensevisError(f"checkpoint {path}: its config does not build arch "
-                            f"{checkpoint['arch']} ({first_line(exc)}); it is damaged or "
-                            f"edited: retrain it with 'densevis train'") from None
+    if "factory" in checkpoint:
+        recorded = checkpoint["factory"]
+        if named != recorded:
+            raise DensevisError(f"must name {recorded!r}, the factory of checkpoint {path}, to "
+                                f"load it (got {named or 'none'}): densevis imports a model's "
+                                f"code only when you name it", parameter="model")
+        model = resolve_model(recorded, checkpoint["config"], folder).build()
+        what, cause = f"factory {recorded}", "its factory's code changed, or it is damaged"
+    else:
+        if named is not None and named not in (checkpoint.get("name"), checkpoint["arch"]):
+            raise DensevisError(f"names {named!r}, but checkpoint {path} holds "
+                                f"{checkpoint.get('name', checkpoint['arch'])!r}; leave the "
+                                f"model out with a checkpoint, or give its name",
+                                parameter="model")
+        builder = getattr(torchvision.models, checkpoint["arch"], None)
+        if builder is None:
+            raise DensevisError(f"checkpoint {path} names arch {checkpoint['arch']!r}, which "
+                                f"this torchvision ({torchvision.__version__}) lacks")
+        try:
+            model = builder(**checkpoint["config"])
+        except (TypeError, ValueError) as exc:
+            raise DensevisError(f"checkpoint {path}: its config does not build arch "
+                                f"{checkpoint['arch']} ({first_line(exc)}); it is damaged or "
+                                f"edited: retrain it with 'densevis train'") from None
+        what, cause = f"arch {checkpoint['arch']}", "it is damaged or edited"
     state = checkpoint["state_dict"]
-    mismatch = _state_mismatch(model.state_dict(), state)
+    mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
-        raise DensevisError(f"checkpoint {path}: its weights do not fit its arch "
-                            f"{checkpoint['arch']} with its config ({mismatch}); it is damaged or "
-                            f"edited: retrain it with 'densevis train'")
-    bad = [name for name, tensor in state.items()
-           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        raise DensevisError(f"checkpoint {path}: its weights do not fit its {what} with its "
+                            f"config ({mismatch}); {cause}: retrain it with 'densevis train'")
+    bad = non_finite(state)
     if bad:
-        raise DensevisError(f"checkpoint {path} has non-finite weights (NaN or infinite in "
-                            f"{bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): "
-                            f"its training diverged; retrain it with a lower learning rate")
+        raise DensevisError(f"checkpoint {path} has non-finite weights ({bad}): its training "
+                            f"diverged; retrain it with a lower learning rate")
     model.load_state_dict(state)
     return model.to(device).eval(), checkpoint
 
 
-def check_model_fits(model: nn.Module, arch: str, size: int, device: torch.device) -> None:
-    """Raise :class:`DensevisError` (parameter ``arch``) if ``model`` cannot classify
-    ``size``-px images (a forward pass of two blank images)."""
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load weights file ``path`` (see :func:`densevis.checkpoint.read_weights`) into
+    ``model`` (of model ``name``), refusing weights of another model and non-finite ones.
+    Errors are about ``weights``."""
+    state = read_weights(path)
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise DensevisError(f"{path} does not fit model {name} ({mismatch}); give the weights "
+                            f"of this model (with its arguments), or name the model they are "
+                            f"of", parameter="weights")
+    bad = non_finite(state)
+    if bad:
+        raise DensevisError(f"{path} has non-finite weights ({bad}); densevis refuses them: "
+                            f"the training that made them diverged", parameter="weights")
+    model.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model to load (:func:`load_model`): a densevis ``checkpoint`` (``name``, if given, is
+    the model the user named: it allows importing a factory checkpoint's module), or a model
+    trained elsewhere: its ``name`` and ``args`` (see :func:`resolve_model`) and its
+    ``weights`` file. ``folder``: where the factory's module is looked up first (a spec's
+    folder).
+
+    Examples
+    --------
+    >>> ModelSource(name="resnet18", weights="resnet18.pt").file
+    PosixPath('resnet18.pt')
+    """
+
+    checkpoint: str | os.PathLike | None = None
+    name: str | None = None
+    args: dict = field(default_factory=dict)
+    weights: str | os.PathLike | None = None
+    folder: str | os.PathLike | None = None
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.weights is None) or \
+                (self.weights is not None and not self.name):
+            raise ValueError("a ModelSource is a checkpoint, or a name with weights")
+
+    @property
+    def file(self) -> Path:
+        """The file the model's weights are in (its identity in hashes and provenance)."""
+        return Path(self.checkpoint if self.checkpoint is not None else self.weights)
+
+
+def model_file(source: str | os.PathLike | ModelSource) -> Path:
+    """The file of a checkpoint path or a :class:`ModelSource`."""
+    return source.file if isinstance(source, ModelSource) else Path(source)
+
+
+def load_model(source: str | os.PathLike | ModelSource, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict]:
+    """``(model in eval mode on device, its record)`` from a checkpoint path or a
+    :class:`ModelSource`. The record of a checkpoint is the checkpoint dict; that of a model
+    loaded from weights has its ``name``, ``arch`` or ``factory``, ``config``, ``weights`` and
+    ``image_size`` None (no size is recorded: the data's size is used,
+    see :func:`check_image_size`).
+
+    Examples
+    --------
+    >>> model, record = load_model(ModelSource(name="resnet18", weights="r.pt"))  # doctest: +SKIP
+    """
+    if not isinstance(source, ModelSource):
+        return load_checkpoint(source, device)
+    if source.checkpoint is not None:
+        return load_checkpoint(source.checkpoint, device, source.name, source.folder)
+    choice = resolve_model(source.name, source.args, source.folder)
+    model = choice.build()
+    load_weights(model, source.weights, choice.name)
+    record = {**choice.record(), "weights": str(source.weights), "image_size": None}
+    return model.to(device).eval(), record
+
+
+def check_model_fits(model: nn.Module, name: str, size: int, device: torch.device | str,
+                     parameter: str = "model") -> None:
+    """Raise :class:`DensevisError` (about ``parameter``) unless ``model`` (of model ``name``)
+    gives 2 logits per image, (N, 2), for ``size``-px images (a forward pass of two blank
+    images in eval mode).
+
+    Examples
+    --------
+    >>> check_model_fits(nn.Flatten(), "flat", 8, "cpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    densevis.errors.DensevisError: model flat gives an output of shape (2, 192) for 2 images ...
+    """
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(2, 3, size, size, device=device))
-    except RuntimeError as exc:
-        raise DensevisError(f"{arch} cannot classify {size}-px images ({first_line(exc, 80)}); "
-                            f"use larger images or another arch", parameter="arch") from None
+            out = model.eval()(torch.zeros(2, 3, size, size, device=device))
+    except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
+        raise DensevisError(f"{name} cannot classify {size}-px images ({type(exc).__name__}: "
+                            f"{first_line(exc, 80)}); use larger images or another model",
+                            parameter=parameter) from None
+    if not torch.is_tensor(out):
+        raise DensevisError(f"{name} returns a {type(out).__name__}, not a tensor of logits; "
+                            f"densevis needs a forward that gives (N, 2) logits: wrap the model "
+                            f"in a module that returns them", parameter=parameter)
+    if tuple(out.shape) != (2, NUM_CLASSES):
+        raise DensevisError(f"{name} gives an output of shape {tuple(out.shape)} for 2 images of "
+                            f"{size} px; densevis needs 2 logits per image, (N, 2): build it "
+                            f"with 2 classes (num_classes=2 where it takes one) or add a 2-class "
+                            f"head", parameter=parameter)
 
 
 def check_image_size(checkpoint: dict, path: str | os.PathLike, size: int, data: object,
-                     fix: str = "generate the probe sets with --size {trained}") -> None:
+                     fix: str = "generate the probe sets with --size {trained}",
+                     model: nn.Module | None = None) -> None:
     """Raise :class:`DensevisError` unless the model of ``checkpoint`` (read from ``path``) was
     trained on images of the size of ``data``'s, ``size`` px.
 
     ``data`` names the images in the message (a path, "the run's data"); ``fix`` says how to
-    make the sizes match, ``{trained}`` in it standing for the checkpoint's size.
+    make the sizes match, ``{trained}`` in it standing for the checkpoint's size. A model loaded
+    from weights records no size (``image_size`` None): then ``model``, when given, is checked
+    to classify ``size``-px images (:func:`check_model_fits`) instead.
 
     Examples
     --------
@@ -248,27 +368,15 @@ def check_image_size(checkpoint: dict, path: str | os.PathLike, size: int, data:
     Traceback (most recent call last):
     densevis.errors.DensevisError: checkpoint m.pt was trained on 64px images but big.h5 ...
     """
-    trained = int(checkpoint["image_size"])
-    if trained != size:
+    trained = checkpoint.get("image_size")
+    if trained is None:
+        if model is not None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            check_model_fits(model, checkpoint.get("name", str(path)), size, device)
+        return
+    if int(trained) != size:
         raise DensevisError(f"checkpoint {path} was trained on {trained}px images but {data} "
                             f"holds {size}px images; " + fix.format(trained=trained))
-
-
-def _state_mismatch(expected: dict, found: dict) -> str:
-    """What differs between a model's state dict and a checkpoint's (names and shapes), in
-    words; empty when they fit."""
-    if not isinstance(found, dict) or not all(torch.is_tensor(v) for v in found.values()):
-        return "state_dict is not a dict of tensors"
-    missing = [k for k in expected if k not in found]
-    extra = [k for k in found if k not in expected]
-    shapes = [k for k in expected if k in found and found[k].shape != expected[k].shape]
-    parts = []
-    for names, what in ((missing, "missing"), (extra, "unexpected"), (shapes, "of another shape")):
-        if names:
-            parts.append(f"{len(names)} tensor{'s' * (len(names) > 1)} {what}, e.g. {names[0]}"
-                         + (f" {tuple(found[names[0]].shape)} instead of "
-                            f"{tuple(expected[names[0]].shape)}" if names is shapes else ""))
-    return "; ".join(parts)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

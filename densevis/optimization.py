@@ -45,7 +45,8 @@ from torch import nn
 from densevis.batches import BatchStream, augment
 from densevis.errors import DensevisError
 from densevis.labels import training_labels
-from densevis.model import build_model, check_model_fits, preprocess
+from densevis.model import (build_model, check_model_fits, load_weights, preprocess,
+                            resolve_model)
 from densevis.recipe import TrainConfig
 from probes import ProbeSet
 from probes.measure import scene_geometry
@@ -186,9 +187,13 @@ class TrainingSteps:
         The training images (their labels under ``config.labels``).
     config : TrainConfig
     device : torch.device
+    folder : path, optional
+        Where a factory model's module is looked up first (a spec's folder).
 
     Attributes
     ----------
+    choice : ModelChoice
+        The model's name resolved (what builds it, with which arguments).
     model : nn.Module
         The model being optimized (in ``config``'s memory format).
     stream : BatchStream
@@ -197,12 +202,17 @@ class TrainingSteps:
         Optimization steps taken so far.
     """
 
-    def __init__(self, train_set: ProbeSet, config: TrainConfig, device: torch.device):
+    def __init__(self, train_set: ProbeSet, config: TrainConfig, device: torch.device,
+                 folder=None):
         self.config, self.device = config, device
         self.memory = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.choice = resolve_model(config.arch, config.model_args, folder)
         torch.manual_seed(config.seed)
-        model = build_model(config.arch).to(device)
-        check_model_fits(model, config.arch, train_set.size, device)
+        model = self.choice.build()
+        if config.weights is not None:
+            load_weights(model, config.weights, self.choice.name)
+        model = model.to(device)
+        check_model_fits(model, self.choice.name, train_set.size, device)
         self.model = model.to(memory_format=self.memory)
         self.average = (torch.optim.swa_utils.AveragedModel(
             self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),

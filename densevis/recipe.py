@@ -10,7 +10,7 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from densevis.errors import DensevisError
 
@@ -30,7 +30,10 @@ class TrainConfig:
     The defaults are the recipe behind the README's figures (``original`` at 128 px).
     """
 
-    arch: str = "original"
+    arch: str = "original"  # the model's name: a config, a torchvision classifier or a
+    # factory "module:callable" (densevis.model.resolve_model)
+    model_args: dict = field(default_factory=dict)  # keyword arguments of its builder
+    weights: str | None = None  # initial weights (fine-tuning); None: freshly initialized
     epochs: int = 9
     batch_size: int = 64
     lr: float = 4e-3

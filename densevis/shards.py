@@ -41,7 +41,7 @@ from densevis.distributed import (RankFailure, agree, init_process_group_for, is
                                   main_only, rank_device, shard_ranges, stop, world_from_env)
 from densevis.errors import DensevisError
 from densevis.maps import MapsFile, MapsWriter
-from densevis.model import resolve_device
+from densevis.model import model_file, resolve_device
 from densevis.saliency.files import explain_file, prepare_explain
 from probes import ProbeSet, file_sha256
 from probes.atomic import check_output_path
@@ -110,7 +110,7 @@ def explain_sharded(checkpoint, data, out, methods="panel", layers="all", params
             f"command again resumes from them")
 
     def look() -> tuple:
-        check_output_path(out, force, inputs=(checkpoint, data))
+        check_output_path(out, force, inputs=(model_file(checkpoint), data))
         with ProbeSet(data) as probe:
             count = len(probe)
         if not count:

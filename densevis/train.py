@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from densevis.errors import DensevisError
 from densevis.labels import training_labels
-from densevis.model import build_model, predict, preprocess, resolve_device, save_checkpoint
+from densevis.model import ModelChoice, predict, preprocess, resolve_device, save_checkpoint
 from densevis.optimization import (DIVERGED_LOSS, TrainingSteps, deterministic_training,
                                    diverged, fast_stem)
 from densevis.recipe import TrainConfig
@@ -67,6 +67,7 @@ class TrainResult:
     stopped: str  # "completed", "early stopping" or "time budget"
     seconds: float
     path: Path | None = None
+    choice: ModelChoice | None = None  # the model's name resolved
 
 
 def open_probe_sets(data, val) -> tuple[ProbeSet, ProbeSet]:
@@ -122,9 +123,10 @@ def _scored(config: TrainConfig, epoch: int, cut: bool) -> bool:
 
 
 def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = TrainConfig(),
-                progress: bool = True) -> TrainResult:
+                progress: bool = True, folder=None) -> TrainResult:
     """Train ``config.arch`` on ``train_set``; keep the epoch that scores best on ``val_set``
-    (or, with ``config.keep == "last"``, the final one).
+    (or, with ``config.keep == "last"``, the final one). A factory model's module is looked
+    up in ``folder`` first (a spec's folder).
 
     The score is validation loss (cross-entropy, unweighted): a proper score, and smoother
     than accuracy, whose 0.1% steps on 1,000 images are mostly noise. Training stops after
@@ -148,7 +150,7 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
     with deterministic_training(config.threads):
         start = time.perf_counter()
         deadline = start + 60 * config.max_minutes if config.max_minutes else math.inf
-        steps = TrainingSteps(train_set, config, device)
+        steps = TrainingSteps(train_set, config, device, folder)
         calibration = train_set.images[:config.recalibrate]  # fixed images: deterministic
         history, best, best_state, stale, stopped = [], None, None, 0, "completed"
         for epoch in range(config.epochs):
@@ -189,38 +191,44 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
             if stale >= config.patience and epoch + 1 < config.epochs:
                 stopped = "early stopping"
                 break
-        model = build_model(config.arch)
+        model = steps.choice.build()
         model.load_state_dict(best_state)
     return TrainResult(model.to(device).eval(), history, best, stopped,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, choice=steps.choice)
 
 
 def train(data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
           config: TrainConfig = TrainConfig(), force: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, folder=None) -> TrainResult:
     """Train on probe file ``data``, validate on ``val``, write the best model to ``out``.
 
     The checkpoint (format of ``shared/DESIGN.md``) appears only when training finished; its
-    ``metrics`` hold the history, the best epoch and why training stopped, and ``train_config``
-    the config. ``out`` is checked before training starts: an existing file needs ``force``.
+    ``metrics`` hold the history, the best epoch and why training stopped, ``train_config``
+    the config and ``initial_weights`` (path, sha256) the weights it started from, if any.
+    ``out`` is checked before training starts: an existing file needs ``force``. A factory
+    model's module is looked up in ``folder`` first.
 
     Examples
     --------
     See the module's: ``train(data, val, out, TrainConfig(seed=1))``.
     """
     config.validate()
-    out = check_output_path(out, force, inputs=(data, val))
+    out = check_output_path(out, force, inputs=(data, val) + ((config.weights,)
+                                                              if config.weights else ()))
     train_set, val_set = open_probe_sets(data, val)
     with train_set, val_set:
-        result = train_model(train_set, val_set, config, progress)
+        result = train_model(train_set, val_set, config, progress, folder)
         metrics = {"history": result.history, "best": result.best,
                    "best_epoch": result.best["epoch"], "stopped": result.stopped,
                    "seconds": result.seconds}
         sources = {role: {"path": str(probe.path), "sha256": file_sha256(probe.path),
                           "set": probe.name, "seed": probe.seed, "n": len(probe)}
                    for role, probe in (("train", train_set), ("val", val_set))}
-        save_checkpoint(out, copy.deepcopy(result.model).cpu(), config.arch, train_set.size,
+        initial = ({"initial_weights": {"path": str(config.weights),
+                                        "sha256": file_sha256(config.weights)}}
+                   if config.weights else {})
+        save_checkpoint(out, copy.deepcopy(result.model).cpu(), result.choice, train_set.size,
                         metrics, force=force, train_config=dataclasses.asdict(config),
-                        data=sources)
+                        data=sources, **initial)
     result.path = Path(out)
     return result

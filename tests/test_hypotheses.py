@@ -253,6 +253,6 @@ def test_a_spec_imports_the_module_that_registers_its_hypothesis(tmp_path):
     finally:
         HYPOTHESES.pop("lines_are_seen", None)
     spec_file.write_text('imports = ["no_such_module"]\n')
-    with pytest.raises(DensevisError, match="spec.toml line 1: key 'imports' names module "
-                                            "'no_such_module', which failed to import"):
+    with pytest.raises(DensevisError, match="spec.toml line 1: key 'imports' is not usable: "
+                                            "module 'no_such_module' failed to import"):
         load_spec(spec_file)

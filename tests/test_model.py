@@ -35,7 +35,7 @@ def test_models_have_two_outputs(name):
 
 
 def test_unknown_arch_is_a_clear_error():
-    with pytest.raises(DensevisError, match="arch 'nope' is unknown.*original"):
+    with pytest.raises(DensevisError, match="model 'nope' is unknown.*original.*module:callable"):
         build_model("nope")
 
 
@@ -79,6 +79,9 @@ def test_checkpoint_loads_with_torch_and_torchvision_alone(tmp_path):
     (b"not a torch file", "not a readable torch checkpoint"),
     ({"format": "other/1", "state_dict": {}}, "not a densevis checkpoint"),
     ({"format": FORMAT, "arch": "DenseNet"}, "lacks config, state_dict, image_size"),
+    ({"format": FORMAT, "config": {}}, "lacks arch or factory, state_dict, image_size"),
+    ({"format": FORMAT, "arch": "DenseNet", "factory": "m:f", "config": {}, "state_dict": {},
+      "image_size": 64}, "arch and factory has the wrong type or value"),
 ])
 def test_bad_checkpoints_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "bad.pt"

@@ -310,7 +310,7 @@ def test_training_data_needs_both_labels(easy, probe_dir, tmp_path, one_line_err
 
 def test_unknown_arch(easy, tmp_path, one_line_error):
     assert _train_cli(easy, tmp_path / "m.pt", "--arch", "densenet9000") == 2
-    one_line_error("train", "--arch 'densenet9000' is unknown")
+    one_line_error("train", "--model 'densenet9000' is unknown")  # --arch: its old name
     assert list(tmp_path.iterdir()) == []
 
 

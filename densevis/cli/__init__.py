@@ -89,6 +89,65 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     return flags
 
 
+def parse_key_values(items: list[str], flag: str, example: str) -> dict[str, str]:
+    """``["k=v", ...]`` given with ``flag`` -> ``{"k": "v"}``; a malformed item is a user
+    error naming the flag and an ``example``.
+
+    >>> parse_key_values(["width = 16", "name=a=b"], "--model-arg", "width=16")
+    {'width': '16', 'name': 'a=b'}
+    """
+    from densevis.errors import DensevisError
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DensevisError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} {example})")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+#: How the commands that load a model name one (evaluate, explain, and train's --model).
+MODEL_HELP = ("'original' (58,212 parameters), 'original-large', a torchvision classifier such "
+              "as resnet18, or a factory of your own, package.module:callable (a callable "
+              "returning an nn.Module with 2 outputs; its module imported from sys.path)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, weights_help: str,
+                        default: str | None = None) -> None:
+    """The ``--model`` (``--arch`` too where it has a ``default``: train's older name),
+    ``--model-arg`` and ``--weights`` flags."""
+    names = ("--model", "--arch") if default else ("--model",)
+    parser.add_argument(*names, dest="model", default=default, metavar="NAME",
+                        help=MODEL_HELP + (f" (default {default})" if default else ""))
+    parser.add_argument("--model-arg", dest="model_args", action="append", default=[],
+                        metavar="KEY=VALUE", help="keyword argument of the model's builder, "
+                        "e.g. width=16, read as the type it declares (repeatable)")
+    parser.add_argument("--weights", metavar="FILE", help=weights_help)
+
+
+def model_source(args: argparse.Namespace):
+    """The model ``--checkpoint``, or ``--model`` with ``--model-arg`` and ``--weights``,
+    name (a :class:`densevis.model.ModelSource`); a combination that names none is a user
+    error."""
+    from densevis.errors import DensevisError
+    from densevis.model import ModelSource
+
+    model_args = parse_key_values(args.model_args, "--model-arg", "width=16")
+    if args.checkpoint:
+        if args.weights:
+            raise DensevisError("--weights and --checkpoint both give the weights; give one "
+                                "(a checkpoint holds its model's weights)")
+        if model_args:
+            raise DensevisError("--model-arg is for --model with --weights; a checkpoint "
+                                "records its model's arguments")
+        return ModelSource(checkpoint=args.checkpoint, name=args.model)
+    if args.model and args.weights:
+        return ModelSource(name=args.model, args=model_args, weights=args.weights)
+    raise DensevisError("give --checkpoint MODEL.pt (from 'densevis train'), or --model NAME "
+                        "--weights FILE (a model trained elsewhere)")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so the cleanup of Ctrl-C runs (temporary files
     removed, nothing half-written kept)."""

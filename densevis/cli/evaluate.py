@@ -1,4 +1,10 @@
-"""Evaluate a checkpoint on probe sets: accuracy, confusions, logit margins and where it fails.
+"""Evaluate a model on probe sets: accuracy, confusions, logit margins and where it fails.
+
+The model is a checkpoint of 'densevis train' (--checkpoint; one of a factory model needs its
+--model named too: loading it imports the factory's module), or a model trained elsewhere:
+--model NAME (a config, a torchvision classifier or package.module:callable, with --model-arg)
+and --weights FILE (a state dict or a .safetensors file). Such a model records no image size:
+it is evaluated at the data's size.
 
 Per set (named by the file's 'set' attribute): accuracy, confusion counts, positive rate, mean
 logit margin (the square logit minus the no-square logit, whatever the label), the ceiling set
@@ -11,18 +17,25 @@ table (set, breakdown, group, metric, value; counts as integers) goes to --out a
 examples:
   densevis evaluate --checkpoint model.pt --data val.h5
   densevis evaluate --checkpoint model.pt --data lines_only.h5 --data pairs.h5 --out eval.csv
+  densevis evaluate --model resnet18 --weights resnet18_state.pt --data val.h5
+  PYTHONPATH=experiments/own_model densevis evaluate --checkpoint small.pt \\
+      --model small_resnet:small_resnet --data val.h5
 """
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "evaluate a checkpoint on probe sets (accuracy, confusions, breakdowns)"
+HELP = "evaluate a model on probe sets (accuracy, confusions, breakdowns)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="MODEL.pt",
-                        help="checkpoint from 'densevis train'")
+    from densevis.cli import add_model_arguments
+
+    parser.add_argument("--checkpoint", metavar="MODEL.pt",
+                        help="checkpoint from 'densevis train' (or give --model and --weights)")
+    add_model_arguments(parser, "weights of --model trained elsewhere: a state dict "
+                        "(torch.save(model.state_dict(), FILE)) or a .safetensors file")
     parser.add_argument("--data", required=True, action="append", metavar="SET.h5",
                         help="probe set to evaluate on (repeatable)")
     parser.add_argument("--out", metavar="TABLE.csv", help="write the tidy table as CSV")
@@ -36,19 +49,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevis.cli import model_source
     from densevis.evaluation import evaluate_checkpoint, format_summary, write_csv
     from densevis.errors import DensevisError
     from probes.atomic import check_output_path
 
+    source = model_source(args)
     if args.batch_size < 1:
         raise DensevisError(f"--batch-size must be positive (got {args.batch_size})")
     outputs = [path for path in (args.out, args.per_image) if path]
     if len(set(outputs)) < len(outputs):
         raise DensevisError("--out and --per-image name the same file; give two names")
     for path in outputs:  # before any work: an existing file without --force is an error now
-        check_output_path(path, args.force, inputs=[args.checkpoint, *args.data])
-    table, per_image = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size,
-                                           args.device)
+        check_output_path(path, args.force, inputs=[source.file, *args.data])
+    table, per_image = evaluate_checkpoint(source, args.data, args.batch_size, args.device)
     print(format_summary(table))
     for path, frame in ((args.out, table), (args.per_image, per_image)):
         if path:

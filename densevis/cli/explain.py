@@ -6,6 +6,11 @@ gradients, SmoothGrad, occlusion, Score-CAM and RISE add their own batched passe
 unnormalized, at input resolution, w.r.t. the grey image (see the maps contract). Each image is
 explained for its own target: its label by default.
 
+The model is a checkpoint of 'densevis train' (--checkpoint; one of a factory model needs its
+--model named too: loading it imports the factory's module), or a model trained elsewhere:
+--model NAME (a config, a torchvision classifier or package.module:callable, with --model-arg)
+and --weights FILE (a state dict or a .safetensors file), explained at the data's image size.
+
 {methods}
 layers: all (every child of model.features), names of those children, or module paths.
 
@@ -16,12 +21,16 @@ kept, and the same command again resumes from them.
 
 examples:
   densevis explain --checkpoint model.pt --data base.h5 --out maps.h5
-  torchrun --nproc_per_node 4 -m densevis explain --checkpoint model.pt --data base.h5 \
+  torchrun --nproc_per_node 4 -m densevis explain --checkpoint model.pt --data base.h5 \\
       --out maps.h5      # 4 GPUs (or 4 CPU processes with --device cpu)
   densevis explain --checkpoint model.pt --data base.h5 --methods all --layers denseblock4 \\
       --param integrated_gradients.steps=32 --param rise.masks=1000 --out maps.h5
   densevis explain --checkpoint model.pt --data base.h5 --out maps.h5 --figures figs --limit 4
   densevis explain --maps maps.h5 --data base.h5 --figures figs   # figures of an existing file
+  densevis explain --model resnet18 --weights resnet18_state.pt --data base.h5 \
+      --layers layer3,layer4 --out maps.h5
+  PYTHONPATH=experiments/own_model densevis explain --checkpoint small.pt \
+      --model small_resnet:small_resnet --layers block1,block2 --data base.h5 --out maps.h5
 """
 
 from __future__ import annotations
@@ -50,7 +59,12 @@ def describe() -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="MODEL.pt", help="trained model checkpoint")
+    from densevis.cli import add_model_arguments
+
+    parser.add_argument("--checkpoint", metavar="MODEL.pt",
+                        help="checkpoint from 'densevis train' (or give --model and --weights)")
+    add_model_arguments(parser, "weights of --model trained elsewhere: a state dict "
+                        "(torch.save(model.state_dict(), FILE)) or a .safetensors file")
     parser.add_argument("--data", metavar="SET.h5", required=True, help="probe-set file")
     parser.add_argument("--out", metavar="MAPS.h5", help="maps file to write")
     parser.add_argument("--maps", metavar="MAPS.h5",
@@ -99,29 +113,32 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_folder(args.figures)
     if args.maps:
-        if args.checkpoint or args.out:
+        if args.checkpoint or args.model or args.weights or args.out:
             raise DensevisError("--maps draws figures of an existing file; do not combine it "
-                                "with --checkpoint or --out")
+                                "with --checkpoint, --model, --weights or --out")
         if not args.figures:
             raise DensevisError("--maps needs --figures DIR (where to draw them)")
         return draw(args.maps, args.data, args.figures, args.limit)
-    if not args.checkpoint or not args.out:
-        raise DensevisError("give --checkpoint MODEL.pt and --out MAPS.h5 (or --maps MAPS.h5 "
-                            "--figures DIR to draw an existing file)")
+    if not args.out:
+        raise DensevisError("give --out MAPS.h5 and the model (--checkpoint MODEL.pt, or --model "
+                            "NAME --weights FILE), or --maps MAPS.h5 --figures DIR to draw an "
+                            "existing file")
+    from densevis.cli import model_source
     from densevis.distributed import exit_status
     from densevis.saliency.files import target_rule
 
-    target = target_rule(args.target)  # before any work
-    return exit_status("explain", lambda: explain(args, target))
+    source = model_source(args)  # before any work
+    target = target_rule(args.target)
+    return exit_status("explain", lambda: explain(args, source, target))
 
 
-def explain(args: argparse.Namespace, target) -> None:
+def explain(args: argparse.Namespace, source, target) -> None:
     from densevis.distributed import is_main
     from densevis.maps import MapsFile
     from densevis.shards import explain_sharded
 
     # a plain run under WORLD_SIZE 1 (or without torchrun): explain_file itself
-    path = explain_sharded(args.checkpoint, args.data, args.out, methods=args.methods,
+    path = explain_sharded(source, args.data, args.out, methods=args.methods,
                            layers=args.layers, params=parse_method_params(args.param),
                            device=args.device, batch_size=args.batch_size,
                            chunk_size=args.chunk_size, bf16=args.bf16, target=target,

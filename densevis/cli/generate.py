@@ -33,19 +33,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="rendering processes (default: all CPUs; output does not depend on it)")
 
 
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    """``["k=v", ...]`` -> ``{"k": "v"}``; a malformed item is a user error."""
-    from densevis.errors import DensevisError
-
-    params = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DensevisError(f"--param {item!r} is not KEY=VALUE (e.g. --param max_circles=5)")
-        params[key.strip()] = value.strip()
-    return params
-
-
 def list_sets() -> str:
     from dataclasses import fields
 
@@ -70,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise DensevisError(f"--workers must be at least 1 (got {args.workers})")
 
+    from densevis.cli import parse_key_values
     from probes import ProbeSet, write_probe_set
 
     path = write_probe_set(args.out, args.set, n=args.n, seed=args.seed, size=args.size,
-                           params=parse_params(args.param), force=args.force,
-                           workers=args.workers, progress=True)
+                           params=parse_key_values(args.param, "--param", "max_circles=5"),
+                           force=args.force, workers=args.workers, progress=True)
     with ProbeSet(path) as probe:
         positives = int(probe.labels[:].sum())
         print(f"wrote {path}: set {probe.name}, {len(probe)} images of {probe.size}x{probe.size}, "

@@ -8,11 +8,21 @@ squares hidden by circles, BatchNorm statistics re-estimated before each validat
 One seed gives identical weights on one device and thread count. On a busy machine, set
 OMP_WAIT_POLICY=PASSIVE or use --threads 1: spinning OpenMP threads slow training many times.
 
+Any model: --model names a config, a torchvision classifier or a factory of your own,
+package.module:callable (a function or nn.Module class returning a model with 2 outputs,
+imported from sys.path: the current folder under 'python -m', else PYTHONPATH), with keyword
+arguments from --model-arg; --weights starts from trained weights (fine-tuning): a state dict
+saved with torch.save(model.state_dict(), FILE), or a .safetensors file.
+
 examples:
   densevis generate base --n 10000 --size 128 --seed 0 --out train.h5
   densevis generate base --n 1000 --size 128 --seed 1 --out val.h5
   densevis train --data train.h5 --val val.h5 --out model.pt
-  densevis train --data train.h5 --val val.h5 --arch resnet18 --epochs 5 --out resnet.pt
+  densevis train --data train.h5 --val val.h5 --model resnet18 --epochs 5 --out resnet.pt
+  PYTHONPATH=experiments/own_model densevis train --data train.h5 --val val.h5 \\
+      --model small_resnet:small_resnet --model-arg width=16 --out small.pt
+  densevis train --data train.h5 --val val.h5 --model resnet18 --weights resnet18.pt \\
+      --lr 1e-3 --epochs 3 --out tuned.pt      # fine-tune weights trained elsewhere
   densevis train --data train.h5 --val val.h5 --max-minutes 3 --seed 2 --out model.pt --force
 """
 
@@ -25,6 +35,7 @@ HELP = "train a model on a probe set (best-by-validation checkpoint)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from densevis.cli import add_model_arguments
     from densevis.recipe import AUGMENTATIONS, TrainConfig
 
     d = TrainConfig()
@@ -32,9 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", required=True, metavar="VAL.h5",
                         help="validation probe set (picks the best epoch; same image size)")
     parser.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write")
-    parser.add_argument("--arch", default=d.arch, help="'original' (58,212 parameters), "
-                        "'original-large', or a torchvision classifier such as resnet18 "
-                        f"(default {d.arch})")
+    add_model_arguments(parser, "initial weights of the model (fine-tuning): a state dict "
+                        "(torch.save(model.state_dict(), FILE)) or a .safetensors file",
+                        default=d.arch)
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     parser.add_argument("--batch-size", type=int, default=d.batch_size,
                         help=f"default {d.batch_size}")
@@ -88,11 +99,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from densevis.cli import parse_key_values
+    from densevis.model import resolve_model
     from densevis.recipe import TrainConfig
     from densevis.train import train
 
-    names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    given = parse_key_values(args.model_args, "--model-arg", "width=16")
+    typed = resolve_model(args.model, given).config  # before any work: the model's name
+    values = {f.name: vars(args)[f.name] for f in fields(TrainConfig) if f.name in vars(args)}
+    values.update(arch=args.model, model_args={key: typed[key] for key in given})
+    config = TrainConfig(**values)
     result = train(args.data, args.val, args.out, config, force=args.force,
                    progress=not args.quiet)
     best = result.best

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class StageCache:
         if folder not in self._swept:  # what killed runs left there
             remove_stale_temps(folder)
             self._swept.add(folder)
-        return folder / f"{name}-{key}{suffix}"
+        safe = re.sub(r"[^\w.-]", "-", name)  # a factory's name, "module:callable", has a ":"
+        return folder / f"{safe}-{key}{suffix}"
 
     @staticmethod
     def record(path: Path) -> None:

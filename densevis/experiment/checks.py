@@ -1,20 +1,19 @@
 """Every spec checked when it loads, beyond its types: its names and files
-(:func:`check_spec`: known probe sets, label rules and hypotheses, readable checkpoints,
-importable modules), then every value, by the code that will use it, so that a mistake
+(:func:`check_spec`: known probe sets, label rules and hypotheses, readable checkpoints and
+weights, importable modules), then every value, by the code that will use it, so that a mistake
 is one line naming the file, the line and the key before any work, not an error mid-run that
 names a command-line flag the user never typed.
 
 The checks run what the stages would run first on each value: the probe geometry at
-``data.size``, the training recipe, the arch and whether it classifies ``data.size`` images, the
-checkpoint (read whole), the device, the saliency methods, layers and parameters on the model,
+``data.size``, the training recipe, the model (arch, or factory: imported, built with its
+args) and whether it gives 2 logits for ``data.size`` images, the checkpoints (read whole) or
+weights (loaded), the device, the saliency methods, layers and parameters on the model,
 the null baselines. An error about one API parameter
 (:class:`probes.errors.InputError` with ``parameter``) is reported at its spec key.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,20 +23,23 @@ import torch
 from densevis.analysis.baselines import BASELINES
 from densevis.analysis.hypotheses import HYPOTHESES
 from densevis.analysis.sanity import SIMILARITIES
-from densevis.experiment.plan import checkpoint_paths, train_config
-from densevis.model import (build_model, check_image_size, check_model_fits, load_checkpoint,
-                            resolve_device)
+from densevis.experiment.plan import given_paths, model_source, spec_folder, train_config
+from densevis.model import (check_image_size, check_model_fits, load_model, load_weights,
+                            resolve_device, resolve_model)
 from densevis.recipe import LABEL_RULES
 from densevis.saliency.engine import SaliencyEngine
 from densevis.saliency.layers import resolve_layers
 from densevis.saliency.methods import METHODS, resolve_methods, resolve_params
+from densevis.user_code import import_module_beside
 from probes import SETS, get_set
 from probes.errors import InputError
 from probes.writer import workers_that_fit
 
-#: API parameters of the training recipe -> their spec keys (the others keep their defaults).
-TRAIN_KEYS = {"arch": "model.arch", "epochs": "model.epochs", "seed": "model.seed",
-              "max_minutes": "model.max_minutes", "labels": "model.labels"}
+#: API parameters of the training recipe and the model -> their spec keys (the others keep
+#: their defaults); ``model`` is model.arch or model.factory, whichever names the model.
+TRAIN_KEYS = {"epochs": "model.epochs", "seed": "model.seed",
+              "max_minutes": "model.max_minutes", "labels": "model.labels",
+              "model_args": "model.args", "weights": "model.weights"}
 
 
 @contextmanager
@@ -98,21 +100,28 @@ def _fails(probe_set, size: int) -> bool:
 
 
 def _check_model(spec, locate):
-    """The model the run will explain (untrained when it will be trained), checked."""
+    """The model the run will explain (untrained when it will be trained), checked: a given
+    checkpoint loads (a factory one only as the spec's factory) and suits data.size; the
+    spec's model builds, gives 2 logits for data.size images, and takes the given weights."""
     if spec.model.checkpoint:
-        for number, path in enumerate(checkpoint_paths(spec)):
-            with at(locate, "model.checkpoint"):
-                model, checkpoint = load_checkpoint(path)
+        for number, path in enumerate(given_paths(spec)):
+            with at(locate, "model.checkpoint", {**TRAIN_KEYS, "model": "model.factory"}):
+                model, checkpoint = load_model(model_source(spec, path))
             with at(locate, "data.size"):
                 check_image_size(checkpoint, path, spec.data.size, "the run's data",
                                  fix="set data.size = {trained}")
             if number == 0:
                 first = model
         return first
-    with at(locate, "model", TRAIN_KEYS):
+    named = {**TRAIN_KEYS, "model": "model.factory" if spec.model.factory else "model.arch"}
+    with at(locate, "model", named):
         train_config(spec).validate()
-        model = build_model(spec.model.arch)
-        check_model_fits(model, spec.model.arch, spec.data.size, torch.device("cpu"))
+        choice = resolve_model(spec.model.name, spec.model.args, spec_folder(spec))
+        model = choice.build()
+        check_model_fits(model, choice.name, spec.data.size, torch.device("cpu"))
+    for path in given_paths(spec):  # weights files: each loads into the model
+        with at(locate, "model.weights", named):
+            load_weights(model, path, choice.name)
     with at(locate, "analysis.sanity", {"epochs": "analysis.sanity.data_randomization_epochs"}):
         train_config(spec, epochs=spec.analysis.sanity.data_randomization_epochs).validate()
     return model
@@ -172,16 +181,18 @@ def _check_semantics(spec, locate, base_dir: Path | None) -> None:
         if name not in SETS:
             raise locate.error(f"probes.params.{name}", f"is not a probe set; valid: "
                                                         f"{', '.join(SETS)}")
+    _check_model_names(spec.model, locate)
     _check_replicates(spec.model, locate)
-    for given in spec.model.checkpoint:
-        path = Path(given)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if path.is_dir():
-            raise locate.error("model.checkpoint", f"names a folder, {path}; give the "
-                                                   f"checkpoint file (.pt) in it")
-        if not path.is_file():
-            raise locate.error("model.checkpoint", f"names a missing file {path}")
+    for key in ("checkpoint", "weights"):
+        for given in getattr(spec.model, key):
+            path = Path(given)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            if path.is_dir():
+                raise locate.error(f"model.{key}", f"names a folder, {path}; give the {key} "
+                                                   f"file in it")
+            if not path.is_file():
+                raise locate.error(f"model.{key}", f"names a missing file {path}")
     _import_modules(spec, locate, base_dir)
     _check_hypotheses(spec, locate)
 
@@ -200,27 +211,32 @@ def _check_replicates(model, locate) -> None:
             raise locate.error("model.replicates", f"is {model.replicates} but model.seeds "
                                                    f"lists {len(model.seeds)} seeds; give one "
                                                    f"of the two")
-    if model.checkpoint and (model.seeds or model.replicates is not None):
-        raise locate.error("model.checkpoint", "gives the models, so model.seeds and "
+    for key in ("checkpoint", "weights"):
+        if getattr(model, key) and (model.seeds or model.replicates is not None):
+            raise locate.error(f"model.{key}", "gives the models, so model.seeds and "
                                                "model.replicates do not apply; remove them")
+
+
+def _check_model_names(model, locate) -> None:
+    """One way to name the model and one way to give models."""
+    if model.arch and model.factory:
+        raise locate.error("model.factory", "and model.arch both name the model; keep one "
+                                            "(factory: a model of your own; arch: a config or "
+                                            "a torchvision classifier)")
+    if model.checkpoint and model.weights:
+        raise locate.error("model.weights", "and model.checkpoint both give the models; keep "
+                                            "one")
+    if model.checkpoint and model.args:
+        raise locate.error("model.args", "do not apply to given checkpoints, which record "
+                                         "their model's arguments; remove them")
 
 
 def _import_modules(spec, locate, base_dir: Path | None) -> None:
     """Import ``spec.imports`` (the spec's folder first on the path) so that the hypotheses
     they register can be named; like running a script, this runs the named modules' code."""
-    folder = str(base_dir.resolve()) if base_dir is not None else None
     for name in spec.imports:
-        added = folder is not None and folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
-            raise locate.error("imports", f"names module {name!r}, which failed to import "
-                                          f"({type(exc).__name__}: {exc})") from None
-        finally:
-            if added:
-                sys.path.remove(folder)
+        with at(locate, "imports"):
+            import_module_beside(name, base_dir)
 
 
 def _check_hypotheses(spec, locate) -> None:

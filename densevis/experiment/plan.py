@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from densevis.model import resolve_device
+from densevis.model import ModelSource, resolve_device
 from densevis.recipe import TrainConfig
 from densevis.saliency.methods import resolve_methods
 
@@ -26,9 +26,10 @@ class Replicate:
 
     label: str
     seed: int  # its training seed (and, with data.resample, its data's)
-    given: Path | None = None  # a checkpoint to use instead of training
+    given: Path | None = None  # a checkpoint or weights file to use instead of training
     roles: dict = field(default_factory=dict)  # train / val / train_shuffled -> data role
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # its model file (a checkpoint, or the given weights)
+    source: ModelSource | None = None  # what loads it (densevis.model.load_model)
     model_key: str = ""
     shuffled_checkpoint: Path | None = None  # its data-randomization model
     shuffled_key: str = ""
@@ -36,14 +37,14 @@ class Replicate:
 
 
 def replicate_plan(spec) -> list[Replicate]:
-    """The replicates of ``spec``: one per given checkpoint, else one per training seed
-    (``model.seeds``, else ``model.replicates`` seeds from ``model.seed``, else as many as
-    :data:`AUTO_REPLICATES` gives the device)."""
+    """The replicates of ``spec``: one per given checkpoint or weights file, else one per
+    training seed (``model.seeds``, else ``model.replicates`` seeds from ``model.seed``, else
+    as many as :data:`AUTO_REPLICATES` gives the device)."""
     model = spec.model
-    if model.checkpoint:
+    if model.checkpoint or model.weights:
         labels: dict[str, int] = {}
         plan = []
-        for path in checkpoint_paths(spec):
+        for path in given_paths(spec):
             stem = path.stem
             labels[stem] = labels.get(stem, 0) + 1
             label = stem if labels[stem] == 1 else f"{stem}-{labels[stem]}"
@@ -99,7 +100,8 @@ def data_plan(spec, replicates: list[Replicate]) -> list[tuple[str, str, int, in
 
 def train_config(spec, seed: int | None = None, **changes):
     """The recipe of ``spec``'s models (trained with ``seed``, default ``model.seed``)."""
-    values = dict(arch=spec.model.arch, seed=spec.model.seed if seed is None else seed,
+    values = dict(arch=spec.model.name, model_args=dict(spec.model.args),
+                  seed=spec.model.seed if seed is None else seed,
                   max_minutes=spec.model.max_minutes, labels=spec.model.labels)
     if spec.model.epochs is not None:
         values["epochs"] = spec.model.epochs
@@ -115,15 +117,32 @@ def shuffled_config(spec, seed: int):
 
 
 
-def checkpoint_paths(spec) -> list[Path]:
-    """Where the ``model.checkpoint`` files are: as given, else beside the spec file."""
+def given_paths(spec) -> list[Path]:
+    """Where the given models' files (``model.checkpoint``, or ``model.weights``) are: as
+    given, else beside the spec file."""
     paths = []
-    for given in spec.model.checkpoint:
+    for given in spec.model.checkpoint or spec.model.weights:
         path = Path(given)
         if not path.is_absolute() and spec.source and not path.is_file():
             path = Path(spec.source).parent / path
         paths.append(path)
     return paths
+
+
+def spec_folder(spec) -> Path | None:
+    """The spec file's folder, where the modules it names are looked up first."""
+    return Path(spec.source).parent if spec.source and Path(spec.source).is_file() else None
+
+
+def model_source(spec, path: Path, weights: bool = False) -> ModelSource:
+    """What loads model file ``path`` of a run of ``spec``: with ``weights``, the spec's model
+    with that weights file; else a checkpoint, whose factory (if it has one) is imported only
+    when it is the spec's ``model.factory``."""
+    if weights:
+        return ModelSource(name=spec.model.name, args=dict(spec.model.args), weights=path,
+                           folder=spec_folder(spec))
+    return ModelSource(checkpoint=path, name=spec.model.factory or None,
+                       folder=spec_folder(spec))
 
 
 def sanity_selection(spec) -> tuple[list[str], list[str], dict, dict]:

@@ -28,7 +28,7 @@ from densevis.experiment import steps
 from densevis.experiment.cache import StageCache, stage_key
 from densevis.experiment.spec import ExperimentSpec
 from densevis.experiment.plan import Replicate, replicate_plan, train_config
-from densevis.model import resolve_device
+from densevis.model import read_checkpoint, resolve_device
 from densevis.report.build import FinishedRun, ModelFiles, write_run
 from probes.atomic import check_output_folder
 
@@ -96,7 +96,8 @@ class Runner:
         if any(r.given is None for r in stages.replicates):
             devices["train"] = _device_used(train_config(spec).device)
         models = [ModelFiles(r.label, r.seed, r.given is None, r.checkpoint,
-                             r.shuffled_checkpoint, dict(r.maps), r.roles["val"])
+                             r.shuffled_checkpoint, dict(r.maps), r.roles["val"],
+                             name=_model_name(spec, r), source=r.source)
                   for r in stages.replicates]
         return FinishedRun(spec, self.out, stages.tables, stages.data, models, stages.seconds,
                            stages.cached, devices, self.world.size)
@@ -117,6 +118,14 @@ class Runner:
 
     def key(self, stage: str, **inputs) -> str:
         return stage_key(stage, **inputs)
+
+
+def _model_name(spec: ExperimentSpec, replicate: Replicate) -> str:
+    """The name of a replicate's model: the spec's, or the one its given checkpoint records."""
+    if replicate.given is None or spec.model.weights:
+        return spec.model.name
+    checkpoint = read_checkpoint(replicate.given)
+    return str(checkpoint.get("name") or checkpoint.get("factory") or checkpoint["arch"])
 
 
 def _device_used(requested: str) -> str:

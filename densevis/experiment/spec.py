@@ -1,9 +1,10 @@
 """Experiment specs: TOML files validated against typed dataclasses.
 
-A spec states everything a run does: data (image size, images per set, seed), model (arch and
-training, or an existing checkpoint), probe sets, saliency methods and layers, metrics, sanity
-checks, hypotheses and outputs. A ``[quick]`` table holds overrides applied by
-``densevis run --quick`` (same structure as the spec, e.g. ``[quick.data] size = 64``).
+A spec states everything a run does: data (image size, images per set, seed), model (arch or
+a factory of one's own, and training, or existing checkpoints or weights), probe sets,
+saliency methods and layers, metrics, sanity checks, hypotheses and outputs. A ``[quick]``
+table holds overrides applied by ``densevis run --quick`` (same structure as the spec, e.g.
+``[quick.data] size = 64``).
 
 Types are checked here; names, files and values in :mod:`densevis.experiment.checks`. Every
 problem is reported with the key, the file and the line, e.g.
@@ -12,7 +13,7 @@ problem is reported with the key, the file and the line, e.g.
 Examples
 --------
 >>> spec = parse_spec('[data]\\nsize = 64\\n[model]\\narch = "original"\\n', "inline.toml")
->>> spec.data.size, spec.model.arch
+>>> spec.data.size, spec.model.name
 (64, 'original')
 """
 
@@ -31,6 +32,7 @@ from densevis.analysis.baselines import BASELINES
 from densevis.analysis.hypothesis_registry import HypothesisSpec
 from densevis.errors import DensevisError
 from densevis.experiment.checks import check_spec
+from densevis.recipe import TrainConfig
 from densevis.saliency.methods import GROUPS
 from probes.atomic import check_input_file
 
@@ -54,19 +56,32 @@ class DataSpec:
 @dataclass(frozen=True)
 class ModelSpec:
     """The models of a run: ``replicates`` trainings of one recipe (seeds ``seed``,
-    ``seed + 1``, ...; or the explicit ``seeds``), or the given checkpoints, one replicate each.
-    Every table holds one ``model`` column naming the replicate; verdicts replicate across them
-    (:mod:`densevis.analysis.replicates`)."""
+    ``seed + 1``, ...; or the explicit ``seeds``), or the given checkpoints or weights files,
+    one replicate each. Every table holds one ``model`` column naming the replicate; verdicts
+    replicate across them (:mod:`densevis.analysis.replicates`).
 
-    arch: str = "original"
+    The model is ``arch`` (a config or a torchvision classifier) or ``factory``, a callable of
+    one's own, ``"module:callable"``, its module looked up beside the spec file first; ``args``
+    are its keyword arguments (:func:`densevis.model.resolve_model`)."""
+
+    arch: str = ""  # "" means the recipe's default ("original") unless factory is set
+    factory: str = ""  # "module:callable" returning an nn.Module with 2 outputs
+    args: dict = field(default_factory=dict)  # keyword arguments of the factory (or the arch's)
     # use these checkpoints (one replicate each) instead of training; a string is one
     checkpoint: list[str] = field(default_factory=list)
+    # or these weights files of the model (state dicts or .safetensors), one replicate each
+    weights: list[str] = field(default_factory=list)
     epochs: int | None = None  # None: the trainer's default
     max_minutes: float | None = None  # training time budget (makes training time-dependent)
     seed: int = 0  # the first replicate's training seed
     replicates: int | None = None  # models trained; None: 3 on CPU, 5 on CUDA (AUTO_REPLICATES)
     seeds: list[int] = field(default_factory=list)  # explicit training seeds, one per replicate
     labels: str = "square"  # label rule: square (ground truth), edge, small, shuffled
+
+    @property
+    def name(self) -> str:
+        """The model's name as :func:`densevis.model.resolve_model` reads it."""
+        return self.factory or self.arch or TrainConfig.arch
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,13 @@ from densevis.evaluation import TABLE_FORMAT as EVALUATION_TABLE_FORMAT
 from densevis.evaluation import evaluate_checkpoint, typed_values
 from densevis.labels import training_labels
 from densevis.experiment.cache import StageCache
-from densevis.experiment.plan import (SANITY_SET, Replicate, data_plan, sanity_selection,
-                                      shuffled_config, train_config)
+from densevis.experiment.plan import (SANITY_SET, Replicate, data_plan, model_source,
+                                      sanity_selection, shuffled_config, spec_folder,
+                                      train_config)
 from densevis.experiment.behaviour import behaviour_table
 from densevis.maps import MapsFile
-from densevis.model import load_checkpoint, predict, resolve_device
+from densevis.model import load_model, predict, resolve_device
+from densevis.user_code import import_factory, source_sha256
 from densevis.shards import explain_sharded, metrics_sharded
 from densevis.train import train as train_files
 from probes import ProbeSet, file_sha256, write_probe_set
@@ -68,13 +70,35 @@ def train(runner) -> bool:
     for replicate in stages.replicates:
         if replicate.given is not None:  # checked when the spec loaded (image size included)
             replicate.checkpoint = replicate.given
-            replicate.model_key = file_sha256(replicate.given)[:20]
+            replicate.source = model_source(spec, replicate.given, bool(spec.model.weights))
+            replicate.model_key = _given_key(runner, replicate.source)
             continue
         replicate.checkpoint, replicate.model_key, done = _trained(
-            runner, "train", spec.model.arch, replicate.roles["train"], replicate.roles["val"],
+            runner, "train", spec.model.name, replicate.roles["train"], replicate.roles["val"],
             train_config(spec, replicate.seed), f"model {replicate.label}")
+        replicate.source = model_source(spec, replicate.checkpoint)
         cached &= done
     return cached
+
+
+def _model_code(spec) -> dict:
+    """The hash of a factory model's source file, for the cache keys of what its code makes
+    (edit the factory's module and its models are trained and explained again); empty for
+    torchvision models, whose code is torchvision's version."""
+    if not spec.model.factory:
+        return {}
+    return {"code": source_sha256(import_factory(spec.model.factory, spec_folder(spec)))}
+
+
+def _given_key(runner, source) -> str:
+    """The cache key of a given model: its file's hash, with the model's name, arguments and
+    code where the file does not say them all (a weights file, a factory's checkpoint)."""
+    digest = file_sha256(source.file)
+    code = _model_code(runner.spec)
+    if source.weights is None and not code:
+        return digest[:20]
+    named = {"name": source.name, "args": source.args} if source.weights is not None else {}
+    return runner.key("given", file=digest, **named, **code)
 
 
 def _trained(runner, stage: str, name: str, role: str, val_role: str, config,
@@ -83,13 +107,13 @@ def _trained(runner, stage: str, name: str, role: str, val_role: str, config,
     ``val_role``) with ``config``: from the cache, or trained into it (saying ``what``)."""
     stages = runner.stages
     key = runner.key(stage, train=stages.data_keys[role], val=stages.data_keys[val_role],
-                     config=dataclasses.asdict(config))
+                     config=dataclasses.asdict(config), **_model_code(runner.spec))
     path = runner.cache.path("models", name, key, ".pt")
     if runner.cache.reusable(path):
         return path, key, True
     runner.say(f"  training {what}")
     train_files(stages.data[role], stages.data[val_role], path, config, force=True,
-                progress=runner.progress)
+                progress=runner.progress, folder=spec_folder(runner.spec))
     runner.cache.record(path)
     return path, key, False
 
@@ -107,7 +131,7 @@ def evaluate(runner) -> bool:
         path = runner.cache.path("evaluate", "evaluation", key, ".csv")
         if not runner.cache.reusable(path):
             cached = False
-            table, _ = evaluate_checkpoint(replicate.checkpoint, [stages.data[r] for r in roles],
+            table, _ = evaluate_checkpoint(replicate.source, [stages.data[r] for r in roles],
                                            device=runner.spec.saliency.device, names=names)
             _write_csv(table, path)
         # read_csv makes the counts floats; as ints again, the run's evaluation.csv writes "12"
@@ -132,7 +156,7 @@ def explain(runner) -> bool:
             if not runner.cache.reusable(path):
                 cached = False
                 # each rank takes its cuda:LOCAL_RANK when sharded
-                explain_sharded(replicate.checkpoint, stages.data[name], path,
+                explain_sharded(replicate.source, stages.data[name], path,
                                 methods=saliency.methods, layers=saliency.layers,
                                 params=saliency.params, method_layers=saliency.method_layers,
                                 device=saliency.device, batch_size=saliency.batch_size,
@@ -241,7 +265,7 @@ def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
     spec = runner.spec
     check = spec.analysis.sanity
     device = resolve_device(spec.saliency.device)
-    model, _ = load_checkpoint(replicate.checkpoint, device)
+    model, _ = load_model(replicate.source, device)
     images, targets = _sanity_images(runner, replicate)
     methods, layers, method_layers, params = sanity_selection(spec)
     explain = engine_explain(methods, layers, params, method_layers)
@@ -254,7 +278,7 @@ def _similarity(runner, replicate: Replicate, curves: bool) -> pd.DataFrame:
                                              seed=spec.analysis.seed, every_step=curves,
                                              original=original))
     if check.data_randomization:
-        shuffled, _ = load_checkpoint(replicate.shuffled_checkpoint, device)
+        shuffled, _ = load_model(model_source(spec, replicate.shuffled_checkpoint), device)
         frames.append(data_randomization_test(model, shuffled, explain, images, targets,
                                               measures=SIMILARITIES if curves else EVERY_STEP,
                                               original=original))
@@ -275,11 +299,11 @@ def _label_fit(runner, replicate: Replicate, shuffled, device) -> pd.DataFrame:
 
 
 def _train_shuffled(runner, replicate: Replicate) -> bool:
-    """The replicate's data-randomization model: its arch trained on shuffled training labels
-    with its seed."""
+    """The replicate's data-randomization model: the spec's model trained on shuffled training
+    labels with its seed."""
     spec = runner.spec
     replicate.shuffled_checkpoint, replicate.shuffled_key, cached = _trained(
-        runner, "train-shuffled", f"{spec.model.arch}-shuffled",
+        runner, "train-shuffled", f"{spec.model.name}-shuffled",
         replicate.roles["train_shuffled"], replicate.roles["val"],
         shuffled_config(spec, replicate.seed), f"the shuffled-label model of {replicate.label}")
     return cached

@@ -225,8 +225,11 @@ def facts(tables: dict[str, pd.DataFrame], record: dict | None = None) -> list[s
                     for v, m in zip(values["value"], values.get("model", values["value"]))))
     models = models_of(tables["hypotheses"])
     if models:
-        lines.append(f"{len(models)} trained model{'s' if len(models) > 1 else ''}: "
-                     f"{', '.join(models)}")
+        # the model's name (config, torchvision arch or factory) as provenance records it
+        names = dict.fromkeys(m["name"] for m in (record or {}).get("models", [])
+                              if isinstance(m, dict) and m.get("name"))
+        lines.append(f"{len(models)} trained model{'s' if len(models) > 1 else ''}"
+                     f"{' of ' + ', '.join(names) if names else ''}: {', '.join(models)}")
     if record:
         when = record.get("date") or record.get("created")
         device = record.get("device")

@@ -58,6 +58,8 @@ class ModelFiles:
     shuffled_checkpoint: Path | None  # its data-randomization model, if any
     maps: dict[str, Path]  # probe set -> maps file
     val_data: str  # the data role of its held-out images (the sanity figure's images)
+    name: str = ""  # the model's name: its config, torchvision arch or factory
+    source: Any = None  # what loads it (densevis.model.ModelSource); None: the checkpoint
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,9 @@ def provenance(run: FinishedRun, run_dir: Path) -> dict:
                 _cache_entry(model.shuffled_checkpoint, out)
     record = dataclasses.asdict(spec)
     record["source"] = Path(spec.source).name
-    record["model"]["checkpoint"] = [_relative(path, out) if Path(path).is_absolute() else path
-                                     for path in spec.model.checkpoint]
+    for key in ("checkpoint", "weights"):  # given models' files
+        record["model"][key] = [_relative(path, out) if Path(path).is_absolute() else path
+                                for path in getattr(spec.model, key)]
     layers = []
     if run.models and run.models[0].maps:
         with MapsFile(next(iter(run.models[0].maps.values()))) as maps:
@@ -135,7 +138,7 @@ def provenance(run: FinishedRun, run_dir: Path) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "layers": layers,  # network (forward) order: the report orders layers by it
         "spec": record,
-        "models": [{"model": m.label, "seed": m.seed,
+        "models": [{"model": m.label, "name": m.name, "seed": m.seed,
                     "checkpoint": files[f"checkpoint/{m.label}"]["path"]}
                    for m in run.models],
         "seeds": {"data": spec.data.seed,
@@ -198,7 +201,7 @@ def _map_figures(run: FinishedRun, record: dict) -> dict[str, list[Figure]]:
     data = {name: run.data[name] for name in sets} | {"val": run.data[first.val_data]}
     layers = record.get("layers") or []
     layer = "denseblock3" if "denseblock3" in layers or not layers else layers[-1]
-    found = map_figures(first.checkpoint, data, sets, layer=layer,
+    found = map_figures(first.source or first.checkpoint, data, sets, layer=layer,
                         device=resolve_device(spec.saliency.device), seed=spec.analysis.seed,
                         sanity_set="val")
     figures = {key: [Figure(png, caption) for png, caption in pairs]

@@ -16,7 +16,7 @@ import torch
 
 from densevis.analysis.sanity import engine_explain, randomized_models, run_explain
 from densevis.errors import DensevisError
-from densevis.model import load_checkpoint, predict, resolve_device
+from densevis.model import ModelSource, load_model, predict, resolve_device
 from densevis.report.panels import (cascading_grid, choose_images, describe, pairs_strip,
                                     set_grid)
 from densevis.saliency.figures import CAP_PERCENTILE
@@ -30,7 +30,7 @@ TARGET = 1  # every figure explains the square (positive) logit
 Figures = dict[str, list[tuple[bytes, str]]]
 
 
-def map_figures(checkpoint: str | os.PathLike, data: dict[str, Path], sets: list[str],
+def map_figures(checkpoint: str | os.PathLike | ModelSource, data: dict[str, Path], sets: list[str],
                 methods=GROUPS["panel"], layer: str = "denseblock3", device="cpu", seed: int = 0,
                 *, count: int = 4, sanity_set: str | None = None,
                 strip_methods=STRIP_METHODS) -> Figures:
@@ -49,7 +49,8 @@ def map_figures(checkpoint: str | os.PathLike, data: dict[str, Path], sets: list
 
     Parameters
     ----------
-    checkpoint : path
+    checkpoint : path or ModelSource
+        The model (see :func:`densevis.model.load_model`).
     data : dict
         Probe-set name -> probe file, for every name of ``sets`` and ``sanity_set``.
     sets : list of str
@@ -78,7 +79,7 @@ def map_figures(checkpoint: str | os.PathLike, data: dict[str, Path], sets: list
                             f"{', '.join(data) or 'none'}")
     device = resolve_device(device) if isinstance(device, str) else device
     with _one_cpu_thread(device):
-        model, _ = load_checkpoint(checkpoint, device)
+        model, _ = load_model(checkpoint, device)
         explain = engine_explain(methods, layer)
         # every set's chosen images (and the strip's scene) explained in one call
         views, strip = [], None

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from densevis import __version__
 from densevis.errors import DensevisError
 from densevis.maps import MapsWriter
-from densevis.model import (NUM_CLASSES, check_image_size, load_checkpoint, preprocess,
-                            resolve_device)
+from densevis.model import (NUM_CLASSES, ModelSource, check_image_size, load_model, model_file,
+                            preprocess, resolve_device)
 from densevis.saliency.engine import SaliencyEngine
 from densevis.saliency.methods import METHODS
 from densevis.saliency.transfer import to_device
@@ -125,8 +125,8 @@ class ExplainJob:
         return Path(out)
 
 
-def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, methods="panel",
-                    layers="all", params: dict | None = None,
+def prepare_explain(checkpoint: str | os.PathLike | ModelSource, data: str | os.PathLike,
+                    methods="panel", layers="all", params: dict | None = None,
                     method_layers: dict | None = None, device: str = "auto",
                     batch_size: int = 32, chunk_size: int = 64, bf16: bool = False,
                     target: str | int = "label", progress: bool = True,
@@ -140,8 +140,8 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     target = target_rule(target)
     device = resolve_device(str(device))
     probe = ProbeSet(data)
-    model, ckpt = load_checkpoint(checkpoint, device)
-    check_image_size(ckpt, checkpoint, probe.size, data)
+    model, ckpt = load_model(checkpoint, device)
+    check_image_size(ckpt, model_file(checkpoint), probe.size, data, model=model)
     engine = SaliencyEngine(model, methods, layers, params, method_layers=method_layers,
                             chunk_size=chunk_size, autocast=bf16, image_size=probe.size)
     num_classes = int(ckpt["config"].get("num_classes", NUM_CLASSES))
@@ -149,7 +149,8 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
         raise DensevisError(f"{target} is out of range: the model has {num_classes} "
                             f"classes (0..{num_classes - 1})", parameter="target")
     attrs = {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint": str(model_file(checkpoint)),
+        "checkpoint_sha256": file_sha256(model_file(checkpoint)),
         "probe": str(data), "probe_sha256": probe_sha256 or file_sha256(data),
         "probe_set": probe.name, "methods": engine.methods, "layers": list(engine.layers),
         "layer_grids": engine.layer_grids(probe.size),
@@ -163,7 +164,7 @@ def prepare_explain(checkpoint: str | os.PathLike, data: str | os.PathLike, meth
     return ExplainJob(engine, probe, attrs, num_classes, batch_size, target, device, progress)
 
 
-def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
+def explain_file(checkpoint: str | os.PathLike | ModelSource, data: str | os.PathLike,
                  out: str | os.PathLike, methods="panel", layers="all",
                  params: dict | None = None, method_layers: dict | None = None,
                  device: str = "auto", batch_size: int = 32, chunk_size: int = 64,
@@ -173,8 +174,11 @@ def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
 
     Parameters
     ----------
-    checkpoint, data, out : path
-        Model checkpoint, probe-set file, and the maps file to write (atomically).
+    checkpoint : path or ModelSource
+        Model checkpoint, or a :class:`densevis.model.ModelSource` (a model with its weights
+        file, explained at the data's image size).
+    data, out : path
+        Probe-set file, and the maps file to write (atomically).
     methods, layers, params, method_layers
         As :class:`densevis.saliency.SaliencyEngine`.
     device : str
@@ -199,7 +203,8 @@ def explain_file(checkpoint: str | os.PathLike, data: str | os.PathLike,
     -------
     Path of the maps file (maps contract of ``shared/DESIGN.md``).
     """
-    check_output_path(out, force, inputs=(checkpoint, data))  # before loading anything
+    # before loading anything
+    check_output_path(out, force, inputs=(model_file(checkpoint), data))
     job = prepare_explain(checkpoint, data, methods, layers, params, method_layers, device,
                           batch_size, chunk_size, bf16, target, progress)
     with job.probe:
