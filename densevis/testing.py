@@ -3,9 +3,9 @@
 Installed with densevis (entry point ``pytest11``). Give pytest a run::
 
     densevis run --quick --out reports
-    pytest experiments/ --densevis-run reports          # the latest run in reports/
-    pytest experiments/ --densevis-run reports/default-20261129-101500
-    pytest experiments/ --densevis-run experiments/default.toml --densevis-quick   # run it (cached)
+    pytest experiments/test_original_questions.py --densevis-run reports      # newest run there
+    pytest experiments/test_original_questions.py --densevis-run reports/default-20261129-101500
+    pytest experiments/own_model --densevis-run experiments/own_model/own_model.toml  # run it
 
 and write tests against the ``densevis_run`` fixture (a :class:`densevis.report.run_folder.Run`,
 what :func:`densevis.load_run` returns: its tables, answers and figures)::

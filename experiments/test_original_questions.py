@@ -1,7 +1,7 @@
 """The original study's questions, stated as tests over a replicated densevis run.
 
     densevis run --out reports                         # the default experiment: 3 models on CPU
-    pytest experiments/ --densevis-run reports         # checks the newest run in reports/
+    pytest experiments/test_original_questions.py --densevis-run reports         # checks the newest run in reports/
 
 Each test is one claim about the models and their saliency maps, checked against the run's
 ``hypotheses.csv``: the **replicated** verdicts (``model == "replicated"``), which hold only when

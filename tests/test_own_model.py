@@ -437,7 +437,8 @@ def test_the_worked_example_runs_every_stage_on_the_factory_model(own_model_run)
     assert set(record["stages"]) == {"generate", "train", "evaluate", "explain", "analyze",
                                      "sanity", "hypotheses"}
     assert not any(stage["cached"] for stage in record["stages"].values())
-    assert record["layers"] == ["block1", "block2"]
+    # layers = "all" on the model: its blocks in forward order (declared with the head first)
+    assert record["layers"] == ["stem", "stem_norm", "block1", "down", "block2"]
     for name in RUN_TABLES:
         table = read_table(own_model_run / f"{name}.csv")
         assert len(table) and "seed0" in set(table["model"]), name

@@ -12,7 +12,9 @@ The model is a checkpoint of 'densevis train' (--checkpoint; one of a factory mo
 and --weights FILE (a state dict or a .safetensors file), explained at the data's image size.
 
 {methods}
-layers: all (every child of model.features), names of those children, or module paths.
+layers: all (every block the forward runs once whose output is a spatial map, in forward order:
+the 12 children of features on the DenseNet, conv1 ... layer4.1 on a ResNet), the names the
+maps file uses (denseblock4) or module paths (features.denseblock1.denselayer2, block1).
 
 Sharded over processes/GPUs: under torchrun (WORLD_SIZE > 1) each process explains its slice
 of the probe set on cuda:LOCAL_RANK (or the CPU) into OUT.shards/, and rank 0 merges the shards

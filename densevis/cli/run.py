@@ -25,7 +25,7 @@ examples:
   densevis run --quick --out reports    # the same design at 64 px, a few minutes
   densevis run experiments/my.toml --out reports
   torchrun --nproc_per_node 2 -m densevis run --distributed --quick   # explain/analyze sharded
-  pytest experiments/ --densevis-run reports   # assert hypotheses on the newest run
+  pytest experiments/test_original_questions.py --densevis-run reports   # assert hypotheses on the newest run
 """
 
 from __future__ import annotations
