@@ -69,7 +69,9 @@ def evaluate_images(model: torch.nn.Module, probe: ProbeSet, batch_size: int = 2
     if logits.shape[1] != 2:
         raise DensevisError(f"evaluate needs a 2-class model, got {logits.shape[1]} outputs")
     labels = probe.labels[:].astype(np.int64)
-    frame = scene_geometry(probe)
+    # the scene columns describe drawn scenes: a user's own images have none to describe
+    frame = scene_geometry(probe) if probe.has_objects else \
+        pd.DataFrame({"image": np.arange(len(probe))})
     frame.insert(0, "set", name or probe.name)
     frame["label"] = labels
     frame["prediction"] = logits.argmax(axis=1)
@@ -104,8 +106,10 @@ def typed_values(table: pd.DataFrame) -> pd.DataFrame:
 def accuracy_breakdown(per_image: pd.DataFrame, image_size: int | None = None) -> pd.DataFrame:
     """Tidy table ``set, breakdown, group, metric, value`` from :func:`evaluate_images` rows.
 
-    Empty groups are left out. ``image_size`` (the probe set's) scales the square-size bins;
-    without it the sides are binned as if the images were of the study's size (256 px).
+    Empty groups are left out; rows without the scene columns (a user's own images, which
+    have no drawn objects) get the overall, label and variant breakdowns only. ``image_size``
+    (the probe set's) scales the square-size bins; without it the sides are binned as if the
+    images were of the study's size (256 px).
 
     Examples
     --------
@@ -133,10 +137,12 @@ def accuracy_breakdown(per_image: pd.DataFrame, image_size: int | None = None) -
                                           "tp": (1, 1)}.items():
             overall[name] = int(((rows["label"] == label) &
                                  (rows["prediction"] == prediction)).sum())
-        overall["invisible_squares"] = int(rows["invisible"].sum())
-        overall["ceiling"] = 1.0 - rows["invisible"].mean()
+        scenes = "touches_circle" in rows
+        if scenes:
+            overall["invisible_squares"] = int(rows["invisible"].sum())
+            overall["ceiling"] = 1.0 - rows["invisible"].mean()
         add("all", "all", overall)
-        clean = rows[(rows["label"] == 0) | ~rows["touches_circle"]]
+        clean = rows[(rows["label"] == 0) | ~rows["touches_circle"]] if scenes else rows[:0]
         if len(clean):
             add("clean", "clean", _group_metrics(clean))
         for label, group in rows.groupby("label"):
@@ -145,7 +151,7 @@ def accuracy_breakdown(per_image: pd.DataFrame, image_size: int | None = None) -
         if len(negatives) and "circles_merge" in rows:
             for merge, group in negatives.groupby("circles_merge"):
                 add("circles_merge", "yes" if merge else "no", _group_metrics(group))
-        if len(positives):
+        if len(positives) and scenes:
             for touches, group in positives.groupby("touches_circle"):
                 add("touches_circle", "yes" if touches else "no", _group_metrics(group))
             size = image_size or STUDY_IMAGE_SIZE
@@ -167,9 +173,11 @@ def format_summary(table: pd.DataFrame) -> str:
     for set_name, rows in table.groupby("set", sort=False):
         get = rows.set_index(["breakdown", "group", "metric"])["value"]
         a = ("all", "all")
+        ceiling = (f" (ceiling {get[a + ('ceiling',)]:.2%}: "
+                   f"{int(get[a + ('invisible_squares',)])} invisible squares)"
+                   if a + ("ceiling",) in get.index else "")
         lines.append(f"== {set_name}: {int(get[a + ('n',)])} images, accuracy "
-                     f"{get[a + ('accuracy',)]:.2%} (ceiling {get[a + ('ceiling',)]:.2%}: "
-                     f"{int(get[a + ('invisible_squares',)])} invisible squares), positive rate "
+                     f"{get[a + ('accuracy',)]:.2%}{ceiling}, positive rate "
                      f"{get[a + ('positive_rate',)]:.2%}, mean logit margin "
                      f"(square minus no-square) {get[a + ('mean_logit_margin',)]:.2f}")
         lines.append(f"   confusion (label/prediction): 0/0 {int(get[a + ('tn',)])}  "

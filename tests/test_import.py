@@ -16,7 +16,7 @@ from densevis.cli import main
 from densevis.maps import MapsWriter
 from densevis.optimization import loss_weights
 from densevis.recipe import TrainConfig
-from probes import ProbeSet, file_sha256
+from probes import ProbeSet, file_sha256, write_arrays
 
 SIZE = 32
 
@@ -175,13 +175,20 @@ def test_existing_output_needs_force(folder, tmp_path, one_line_error):
     assert out.read_text() == "keep me"
 
 
-def test_an_imported_file_trains_explains_and_is_scored_on_its_region(imported, tmp_path):
+def test_an_imported_file_trains_explains_and_is_scored_on_its_region(imported, tmp_path,
+                                                                      capsys):
     probe = ProbeSet(imported)
     classes, per_image = loss_weights(probe, TrainConfig())
     assert per_image.tolist() == [1.0] * 12  # no objects: no hard-case weights
     model, maps, out = tmp_path / "model.pt", tmp_path / "maps.h5", tmp_path / "analysis"
     assert main(["train", "--data", str(imported), "--val", str(imported), "--out", str(model),
                  "--epochs", "1", "--batch-size", "4"]) == 0
+    assert main(["evaluate", "--checkpoint", str(model), "--data", str(imported), "--out",
+                 str(tmp_path / "evaluation.csv")]) == 0
+    # no drawn scenes: no square breakdowns, which would describe squares it does not have
+    evaluation = pd.read_csv(tmp_path / "evaluation.csv")
+    assert set(evaluation["breakdown"]) == {"all", "label"}, set(evaluation["breakdown"])
+    assert not evaluation["metric"].isin(["ceiling", "invisible_squares"]).any()
     assert main(["explain", "--checkpoint", str(model), "--data", str(imported), "--out",
                  str(maps), "--methods", "vanilla,gradcam", "--layers", "denseblock4"]) == 0
     assert main(["analyze", "--maps", str(maps), "--data", str(imported), "--out",
@@ -198,6 +205,21 @@ def test_an_imported_file_trains_explains_and_is_scored_on_its_region(imported, 
     assert (negatives["note"] == "empty mask: no object in this image").all()
     assert not metrics["note"].str.contains("square").any()
     assert not metrics["metric"].isin(["edge_interior_ratio", "smallest_object_mass"]).any()
+
+    # the same images without masks: scored for behaviour, and the analysis says why it has no
+    # localization rather than leaving them out silently
+    unmasked = tmp_path / "unmasked.h5"
+    with ProbeSet(imported) as probe:
+        write_arrays(unmasked, probe.images[:], probe.labels[:], name="unmasked")
+    capsys.readouterr()
+    assert main(["explain", "--checkpoint", str(model), "--data", str(unmasked), "--out",
+                 str(tmp_path / "unmasked-maps.h5"), "--methods", "vanilla"]) == 0
+    assert main(["analyze", "--maps", str(tmp_path / "unmasked-maps.h5"), "--data",
+                 str(unmasked), "--out", str(tmp_path / "unmasked-analysis")]) == 0
+    assert f"note: {unmasked} has no target region" in capsys.readouterr().out
+    scored = pd.read_csv(tmp_path / "unmasked-analysis" / "metrics.csv")
+    assert not scored["metric"].isin(METRICS).any()
+    assert "logit_margin" in set(scored["metric"])
 
 
 def test_a_map_of_the_region_gets_the_top_localization_score(imported, tmp_path):

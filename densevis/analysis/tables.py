@@ -174,6 +174,8 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
         if drawn_square:
             scores.update(edge_scores(reduced, regions["square_filled"], width))
         scores.update(mass_scores(reduced, {name: regions[name] for name in mass_regions}))
+        if not scores.values:  # a file without regions (a user's images without masks)
+            return
         frames.extend(long_rows(scores, probe.name, images, method, layer, rule)
                       for layer in layers)
 
@@ -194,7 +196,7 @@ def score_maps(maps: MapsFile, probe: ProbeSet, reductions: dict | None = None,
                 score(upsample(F.adaptive_avg_pool2d(raw[:, None], grid)[:, 0], raw.shape[-2:]),
                       name, layers, rule)
     return pd.concat(frames, ignore_index=True) if frames else \
-        pd.DataFrame(columns=METRIC_COLUMNS)
+        pd.DataFrame(columns=METRIC_COLUMNS).astype({"image": np.int64, "value": np.float64})
 
 
 def baseline_grids(maps: MapsFile) -> dict[tuple[int, int], list[str]]:

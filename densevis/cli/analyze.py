@@ -111,6 +111,14 @@ def _analyze(args: argparse.Namespace) -> int:
     if written is None:  # not rank 0
         return 0
     tables, paths = written
+    from probes import ProbeSet
+
+    for data in args.data:
+        with ProbeSet(data) as probe:
+            if probe.target is None:  # the tables are right, but the user asked for scores
+                print(f"note: {data} has no target region, so no localization metrics were "
+                      f"scored on it; give it region masks ('densevis import --masks DIR "
+                      f"--target REGION', or masks= and target= of probes.write_arrays)")
     verdicts = tables["hypotheses"].query("statistic_key == 'overall'")["verdict"].value_counts()
     counts = ", ".join(f"{count} {name}" for name, count in verdicts.items()) or "none testable"
     print(f"wrote {', '.join(str(p) for p in paths)}: {len(tables['metrics'])} metric rows; "
