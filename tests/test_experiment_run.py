@@ -219,13 +219,18 @@ def test_report_is_self_contained_and_opens_in_chromium(tiny_run, tmp_path):
     assert "Provenance" in result["sections"]
 
 
-def test_rerun_is_cached_identical_and_never_overwrites(tiny_run, tiny_spec):
-    lines = []
-    again = run_experiment(load_spec(tiny_spec), tiny_run.parent, progress=False,
-                           echo=lines.append)
-    assert again != tiny_run and tiny_run.is_dir()
+def test_rerun_is_cached_identical_and_never_overwrites(tiny_run, tiny_spec, capsys):
+    """Run again from the command line: every stage but the cheap verdicts is cached, the tables
+    are the same, the first run's folder stays, and the command prints where the new one is."""
+    assert main(["run", str(tiny_spec), "--out", str(tiny_run.parent)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    again = Path(next(line for line in lines if line.startswith("run folder:")).split(":", 1)[1]
+                 .strip())
+    assert again != tiny_run and tiny_run.is_dir() and again.is_dir()
+    assert any("report.html" in line for line in lines)
     assert "every verdict rests on 2 trained models" in lines[0]
-    assert all("cached" in line for line in lines[1:7]), lines  # all but the cheap verdicts
+    stages = [line for line in lines if line.startswith("[")]
+    assert all("cached" in line for line in stages[:6]), stages  # all but the cheap verdicts
     first, second = _tables(tiny_run), _tables(again)
     for name in RUN_TABLES:
         pd.testing.assert_frame_equal(first[name], second[name])
@@ -333,12 +338,6 @@ def test_analyze_and_run_give_equal_hypotheses(tiny_run, tiny_spec, tmp_path):
                                   run.drop(columns=EXTRA_COLUMNS))
     assert (ours["hypothesis"] == "passes_randomization").any()
     assert main(args[:5] + ["--model", "seed7"] + args[7:]) == 2  # not a model of the table
-
-
-def test_run_command_prints_the_run_folder(tiny_spec, tiny_run, capsys):
-    assert main(["run", str(tiny_spec), "--out", str(tiny_run.parent)]) == 0
-    out = capsys.readouterr().out
-    assert "run folder:" in out and "report.html" in out
 
 
 def test_report_command_renders_tables_of_a_folder(tiny_run, tmp_path, capsys):

@@ -29,7 +29,7 @@ images_per_set = 64
 pair_scenes = 12
 [model]
 labels = "{rule}"
-epochs = 5
+epochs = 4
 replicates = 2
 [probes]
 sets = ["base", "lines_only", "small_circles", "circles_only", "pairs"]
