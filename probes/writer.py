@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -94,7 +96,8 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
     try:
         pending = collections.deque()
         for job in jobs:
-            pending.append(pool.submit(_render_chunk, job))
+            with _signals_deferred():  # the first submit forks the workers
+                pending.append(pool.submit(_render_chunk, job))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -109,12 +112,36 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
     pool.shutdown()
 
 
+#: The signals a command stops on: their handlers raise (densevis.cli).
+STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends (they stay pending, then are handled).
+
+    A fork runs Python's at-fork callbacks, logging's among them (it holds its module lock
+    across the fork). A handler that raises inside one is ignored by Python and can leave that
+    lock held: the next fork then waits forever (seen in CI, a SIGTERM while the pool started).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_signals() -> None:
     """Ctrl-C and SIGTERM sent to the whole process group are the main process's to handle
     (it removes the half-written file and says so in one line): a rendering worker ignores
-    Ctrl-C and dies quietly on SIGTERM, without a traceback of its own."""
+    Ctrl-C and dies quietly on SIGTERM, without a traceback of its own. A worker forked while
+    the main process deferred them inherits that mask: it takes them again here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
 
 
 def default_workers() -> int:

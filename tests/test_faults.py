@@ -597,3 +597,49 @@ def test_a_bad_spec_value_is_one_line_with_file_line_and_key(files, tmp_path, fa
 def test_a_binary_spec_file_is_refused(tmp_path, fails):
     (tmp_path / "spec.toml").write_bytes(bytes(range(256)))
     fails(["run", tmp_path / "spec.toml", "--out", tmp_path / "runs"], "is not a text file")
+
+
+def test_sigterm_where_python_ignores_exceptions_still_ends_as_terminated(monkeypatch, capsys):
+    """SIGTERM's handler can run inside an at-fork callback or a ``__del__``, where Python
+    ignores the exception it raises (seen in CI: a worker pool starting while ``kill`` hit the
+    process group). The failure that follows is SIGTERM's doing: one line, exit status 143."""
+    import densevis.cli.report as report_command
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here: its raise is ignored
+
+    def run(args):
+        SignalledWhileCollected()
+        raise RuntimeError("a process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(report_command, "run", run)
+    assert main(["report", "somewhere"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "terminated" in err, err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_sigterm_lost_in_a_callback_is_raised_again_where_the_program_is(monkeypatch, capsys):
+    """The same, but nothing fails after it: the program must still stop (it went on drawing
+    500,000 images when SIGTERM's Terminated was lost in a weakref callback)."""
+    import densevis.cli.report as report_command
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(args):
+        SignalledWhileCollected()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # work that would go on
+            sum(range(1000))
+        return 0
+
+    monkeypatch.setattr(report_command, "run", run)
+    started = time.monotonic()
+    assert main(["report", "somewhere"]) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "terminated" in err and "Exception ignored" not in err, err
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -153,22 +153,43 @@ class Terminated(KeyboardInterrupt):
     removed, nothing half-written kept)."""
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
-
-
 @contextlib.contextmanager
 def _sigterm_raises():
     """SIGTERM raises :class:`Terminated` for the block (in the main thread, where Python
-    delivers signals); the previous handler returns after it."""
+    delivers signals); the previous handlers return after it. Yields an event set once SIGTERM
+    came.
+
+    Python may run the handler where it ignores exceptions (a weakref or ``__del__`` callback,
+    an at-fork callback while a worker starts: both seen in CI). Such a Terminated is raised
+    again 10 ms later, by an alarm, outside that callback; an error that follows it before then
+    (a broken worker pool) is SIGTERM's consequence and is reported as the termination it is.
+    """
+    received = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+
+    def terminate(signum, frame) -> None:
+        received.set()
+        raise Terminated()
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, Terminated):
+            signal.setitimer(signal.ITIMER_REAL, 0.01)  # once out of the callback that lost it
+        else:
+            previous_hook(info)
+
+    previous_hook = sys.unraisablehook
+    previous = {number: signal.signal(number, terminate)
+                for number in (signal.SIGTERM, signal.SIGALRM)}
+    sys.unraisablehook = unraisable
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)  # before SIGALRM's own handler returns
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        sys.unraisablehook = previous_hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"densevis {args.command}"
     try:
-        with _sigterm_raises():
-            return int(args.handler(args) or 0)
+        with _sigterm_raises() as sigterm:
+            try:
+                return int(args.handler(args) or 0)
+            except Exception:
+                if sigterm.is_set():
+                    raise Terminated() from None
+                raise
     except USER_ERRORS as exc:
         flag = args.flags.get(exc.parameter) if exc.parameter else None
         message = " ".join((exc.naming(flag) if flag else str(exc)).split())
