@@ -107,6 +107,11 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
         # chunks still rendering are not wanted, and waiting for them could wait forever
         for process in list((pool._processes or {}).values()):
             process.kill()
+        # the queue's feeder thread may be blocked writing to a pipe no worker reads any more;
+        # joining it at exit would wait forever (the chunks it holds are not wanted)
+        call_queue = getattr(pool, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
