@@ -25,11 +25,12 @@ Model input is the grey image / 255 repeated to 3 channels, float32 (N, 3, H, W)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -377,6 +378,27 @@ def check_image_size(checkpoint: dict, path: str | os.PathLike, size: int, data:
     if int(trained) != size:
         raise DensevisError(f"checkpoint {path} was trained on {trained}px images but {data} "
                             f"holds {size}px images; " + fix.format(trained=trained))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``threads`` torch CPU threads for the block (None: torch's setting), then the previous
+    number again.
+
+    Work forked into a worker process must run with one: OpenMP cannot start threads in a
+    process forked after it ran (the worker waits forever).
+
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

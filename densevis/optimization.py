@@ -46,7 +46,7 @@ from densevis.batches import BatchStream, augment
 from densevis.errors import DensevisError
 from densevis.labels import training_labels
 from densevis.model import (build_model, check_model_fits, load_weights, preprocess,
-                            resolve_model)
+                            resolve_model, torch_threads)
 from densevis.recipe import TrainConfig
 from probes import ProbeSet
 from probes.measure import scene_geometry
@@ -68,19 +68,17 @@ DIVERGED_LOSS = 100 * math.log(2)
 def deterministic_training(threads: int | None):
     """Deterministic kernels, :data:`FILL_UNINITIALIZED_MEMORY` and ``threads`` torch CPU
     threads (None: torch's setting) for the block; the previous settings return after it."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+    previous = (torch.are_deterministic_algorithms_enabled(),
                 deterministic.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=False)
     deterministic.fill_uninitialized_memory = FILL_UNINITIALIZED_MEMORY
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        yield
+        with torch_threads(threads):
+            yield
     finally:
         torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
-        deterministic.fill_uninitialized_memory = previous[2]
+        deterministic.fill_uninitialized_memory = previous[1]
 
 
 @contextlib.contextmanager

@@ -123,7 +123,7 @@ def _scored(config: TrainConfig, epoch: int, cut: bool) -> bool:
 
 
 def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = TrainConfig(),
-                progress: bool = True, folder=None) -> TrainResult:
+                progress: bool = True, folder=None, label: str = "") -> TrainResult:
     """Train ``config.arch`` on ``train_set``; keep the epoch that scores best on ``val_set``
     (or, with ``config.keep == "last"``, the final one). A factory model's module is looked
     up in ``folder`` first (a spec's folder).
@@ -132,6 +132,9 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
     than accuracy, whose 0.1% steps on 1,000 images are mostly noise. Training stops after
     ``config.epochs``, after ``config.patience`` epochs without a better score, or when
     ``config.max_minutes`` have passed (mid-epoch; that partial epoch is validated too).
+
+    ``progress`` shows a bar per epoch and a line after it; with a ``label`` (models trained
+    side by side write to one terminal) only the lines, each starting with the label.
 
     Examples
     --------
@@ -155,7 +158,8 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
         history, best, best_state, stale, stopped = [], None, None, 0, "completed"
         for epoch in range(config.epochs):
             with tqdm(total=len(steps.stream), desc=f"epoch {epoch + 1}/{config.epochs}",
-                      unit="batch", leave=False, disable=None if progress else True) as bar:
+                      unit="batch", leave=False,
+                      disable=None if progress and not label else True) as bar:
                 loss, accuracy, cut = steps.epoch(epoch, bar, deadline)
             kept = steps.kept
             entry = {"epoch": epoch + 1, "step": steps.step, "lr": steps.lr(),
@@ -175,7 +179,7 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
             if progress:
                 scored = (f", val loss {entry['val_loss']:.4f}, val accuracy "
                           f"{entry['val_accuracy']:.4f}" if "val_loss" in entry else "")
-                tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}"
+                tqdm.write(f"{label + ' ' if label else ''}epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}"
                            + scored)
             if "val_loss" not in entry:
                 continue
@@ -199,14 +203,15 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
 
 def train(data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
           config: TrainConfig = TrainConfig(), force: bool = False,
-          progress: bool = True, folder=None) -> TrainResult:
+          progress: bool = True, folder=None, label: str = "") -> TrainResult:
     """Train on probe file ``data``, validate on ``val``, write the best model to ``out``.
 
     The checkpoint (format of ``shared/DESIGN.md``) appears only when training finished; its
     ``metrics`` hold the history, the best epoch and why training stopped, ``train_config``
     the config and ``initial_weights`` (path, sha256) the weights it started from, if any.
     ``out`` is checked before training starts: an existing file needs ``force``. A factory
-    model's module is looked up in ``folder`` first.
+    model's module is looked up in ``folder`` first. ``progress`` and ``label``: as
+    :func:`train_model`'s.
 
     Examples
     --------
@@ -217,7 +222,7 @@ def train(data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLik
                                                               if config.weights else ()))
     train_set, val_set = open_probe_sets(data, val)
     with train_set, val_set:
-        result = train_model(train_set, val_set, config, progress, folder)
+        result = train_model(train_set, val_set, config, progress, folder, label)
         metrics = {"history": result.history, "best": result.best,
                    "best_epoch": result.best["epoch"], "stopped": result.stopped,
                    "seconds": result.seconds}

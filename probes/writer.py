@@ -9,15 +9,10 @@ fixed zlib level and written whole (``write_direct_chunk``) in index order.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
 import itertools
 import json
-import multiprocessing
 import os
 import shutil
-import signal
-import threading
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +25,7 @@ from .atomic import atomic_output, check_h5, check_output_path, writing_h5
 from .contract import FORMAT, OBJECT_DTYPE
 from .errors import ProbeError
 from .params import STUDY_IMAGE_SIZE
+from .pool import default_workers, new_pool, signals_deferred, stop_pool
 from .scene import KINDS, draw_into
 from .sets import get_set
 from .version import __version__
@@ -88,69 +84,20 @@ def _ordered_results(jobs: Iterator[tuple], count: int, workers: int) -> Iterato
     if workers <= 1 or count < 4:
         yield from map(_render_chunk, jobs)
         return
-    # fork: workers only draw with numpy/skimage, and it works from scripts without a main guard
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                  initializer=_worker_signals)
+    pool = new_pool(workers)  # workers only draw with numpy/skimage
     try:
         pending = collections.deque()
         for job in jobs:
-            with _signals_deferred():  # the first submit forks the workers
+            with signals_deferred():  # the first submit forks the workers
                 pending.append(pool.submit(_render_chunk, job))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     except BaseException:
-        # stopped (an error, Ctrl-C, SIGTERM, perhaps inside the pool's own machinery): the
-        # chunks still rendering are not wanted, and waiting for them could wait forever
-        for process in list((pool._processes or {}).values()):
-            process.kill()
-        # the queue's feeder thread may be blocked writing to a pipe no worker reads any more;
-        # joining it at exit would wait forever (the chunks it holds are not wanted)
-        call_queue = getattr(pool, "_call_queue", None)
-        if call_queue is not None:
-            call_queue.cancel_join_thread()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop_pool(pool)
         raise
     pool.shutdown()
-
-
-#: The signals a command stops on: their handlers raise (densevis.cli).
-STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends (they stay pending, then are handled).
-
-    A fork runs Python's at-fork callbacks, logging's among them (it holds its module lock
-    across the fork). A handler that raises inside one is ignored by Python and can leave that
-    lock held: the next fork then waits forever (seen in CI, a SIGTERM while the pool started).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _worker_signals() -> None:
-    """Ctrl-C and SIGTERM sent to the whole process group are the main process's to handle
-    (it removes the half-written file and says so in one line): a rendering worker ignores
-    Ctrl-C and dies quietly on SIGTERM, without a traceback of its own. A worker forked while
-    the main process deferred them inherits that mask: it takes them again here."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def write_probe_set(out: str | os.PathLike, set_name: str, n: int, seed: int = 0,

@@ -337,7 +337,7 @@ def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsy
     import json
 
     args = ["bench", "train", "--n", "128", "--n-test", "64", "--size", "64", "--threads", "1",
-            "--workdir", str(tmp_path), "--ratio-steps", "2", "--json"]
+            "--workdir", str(tmp_path), "--ratio-steps", "2", "--side-by-side", "2", "--json"]
     assert main(args) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["parameters"] == 58212 and figures["threads"] == 1
@@ -350,6 +350,10 @@ def test_bench_train_reports_accuracy_seconds_and_the_step_ratio(tmp_path, capsy
     assert figures["stacked_models"] == 3
     assert figures["stacked_ratio"] == pytest.approx(
         figures["stacked_step_ms"] / figures["sequential_step_ms"])
+    # two models trained side by side (a process each) against one after another
+    assert figures["side_by_side_models"] == 2
+    assert figures["side_by_side_ratio"] == pytest.approx(
+        figures["side_by_side_seconds"] / figures["in_turn_seconds"])
     generated = sorted(p.name for p in tmp_path.iterdir())
     assert len(generated) == 3, "training, validation and test sets"
     assert main(args[:-3] + ["--ratio-steps", "-1"]) == 2

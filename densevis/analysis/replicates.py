@@ -69,6 +69,8 @@ replicates' own rows): ``models`` (K; on an ``overall`` row, the replicates eval
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -79,6 +81,7 @@ from densevis.analysis.hypothesis_registry import (COLUMNS, MODEL, RANDOMIZATION
 from densevis.analysis.replication import REPLICATION_RULE, replicate, replication
 from densevis.analysis.stats import combine_verdicts
 from densevis.errors import DensevisError
+from probes.pool import call_in_processes, default_workers
 
 #: The ``model`` value of the rows across replicates.
 REPLICATED = "replicated"
@@ -128,6 +131,7 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     by_model = {column: stacked.set_index(_KEYS + ["model"])[column].unstack("model")
                 .reindex(index=first.index, columns=labels) for column in finished}
     effects = by_model["effect"].to_numpy(dtype=np.float64)
+    values = {column: table.to_numpy(dtype=object) for column, table in by_model.items()}
     sets = grouped["sets"].agg(lambda s: "; ".join(dict.fromkeys(map(str, s)))) \
         .reindex(first.index).to_numpy()
     finite = np.isfinite(effects)
@@ -138,7 +142,7 @@ def replicated_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                          margin=float(row["effect_margin"]), alpha=float(row["alpha"]),
                          family_size=int(testable.get(row["family"], 1)),
                          null=float(row["null"]))
-        own = {column: table.iloc[number].tolist() for column, table in by_model.items()}
+        own = {column: list(table[number]) for column, table in values.items()}
         result = replication(own, row["direction"], len(labels))
         lacking = [label for label, present in zip(labels, finite[number]) if not present]
         rows.append({
@@ -241,7 +245,7 @@ def split_models(table: pd.DataFrame | None, name: str,
         raise DensevisError(f"{name} has rows without a model label; every row of a "
                             f"replicated run names its model")
     labels = labels.astype(str)
-    if REPLICATED in set(labels):
+    if (labels == REPLICATED).any():
         raise DensevisError(f"{name}: {REPLICATED!r} is reserved for the rows across models; "
                             f"label the replicates otherwise")
     return {label: part.drop(columns="model")
@@ -298,10 +302,12 @@ def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame |
                                 f"{', '.join(other)}: give every row of both its model")
     labels = list(dict.fromkeys([*by_metrics, *by_similarity]))
     specs = list(default_specs() if hypotheses is None else hypotheses)
-    tables = {label: evaluate(by_metrics.get(label), by_similarity.get(label), specs)
-              for label in labels}
+    # each model's table on a core of its own (pandas runs on one)
+    tables = dict(zip(labels, call_in_processes(
+        [partial(evaluate, by_metrics.get(label), by_similarity.get(label), specs)
+         for label in labels], default_workers())))
     baselines = {label: [b for b in BASELINES if b in present]
-                 for label, table in by_metrics.items() for present in [set(table["method"])]}
+                 for label, table in by_metrics.items() for present in [set(table["method"].unique())]}
     rows = replicated_rows(tables)
     overall_rows = replicated_overall(rows, tables, {s.name: s for s in specs}, baselines)
     parts = [frame.assign(model=REPLICATED) for frame in (overall_rows, rows) if len(frame)]

@@ -46,7 +46,7 @@ def _measure_in_child(n: int, size: int, workers: int | None, folder: str) -> di
 
 def run(args: argparse.Namespace) -> dict:
     from densevis.errors import DensevisError
-    from probes.writer import default_workers
+    from probes.pool import default_workers
 
     if args.n < 1:
         raise DensevisError(f"--n must be positive (got {args.n})")

@@ -17,8 +17,11 @@ batches, and ``step_ratio`` is the ratio of their median times (< 1: the recipe 
 And whether training several replicate models at once pays: ``--stacked K`` models' training
 steps (forward, backward) on one batch, one model after another, against the same K models
 stacked (``torch.func.stack_module_state`` and ``vmap``: grouped convolutions underneath);
-``stacked_ratio`` < 1 means stacking is faster (it was not on 2 CPU cores: README, Benchmarks;
-runs train their replicates one after another).
+``stacked_ratio`` < 1 means stacking is faster (it was not on 2 CPU cores: README, Benchmarks).
+``--side-by-side K``: K models' training steps taken one model after another with torch's
+threads, against the same steps taken side by side, a forked process per model with one thread
+each, as runs train their replicates (``side_by_side_ratio`` < 1: side by side is faster; wall
+time, the processes' start included).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stacked", type=int, default=3, metavar="K",
                         help="time K models trained stacked (vmap) against one after another "
                         "(default 3; 0 skips)")
+    parser.add_argument("--side-by-side", type=int, default=3, metavar="K",
+                        help="time K models trained side by side (a process each, one thread) "
+                        "against one after another (default 3; 0 skips)")
     parser.add_argument("--ratio-steps", type=int, default=30,
                         help="interleaved training steps that time the recipe's speed-ups "
                         "against a plain step (default 30; 0 skips)")
@@ -161,6 +167,43 @@ def stacked_ratio(models: int, size: int, device: str, batch: int = 64,
             "sequential_step_ms": 1000 * sequential, "stacked_ratio": stacked / sequential}
 
 
+def side_by_side_ratio(models: int, size: int, batch: int = 64, steps: int = 5) -> dict:
+    """Wall seconds of ``steps`` training steps (forward and backward of one batch) of each of
+    ``models`` models, taken one model after another here with torch's threads, and taken side
+    by side, a forked process per model with one thread (:func:`probes.pool.call_in_processes`,
+    as :func:`densevis.experiment.steps.side_by_side` runs replicates; their start included).
+    CPU only."""
+    import torch
+
+    from densevis.model import build_model, torch_threads
+    from probes.pool import call_in_processes
+
+    torch.manual_seed(0)
+    nets = [build_model("original") for _ in range(models)]
+    images = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 2, (batch,))
+
+    def train(net) -> None:
+        for _ in range(steps):
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+
+    for net in nets:  # warm up
+        torch.nn.functional.cross_entropy(net(images), labels).backward()
+    start = time.perf_counter()
+    for net in nets:
+        train(net)
+    in_turn = time.perf_counter() - start
+
+    def alone(net):
+        with torch_threads(1):
+            train(net)
+    start = time.perf_counter()
+    call_in_processes([lambda net=net: alone(net) for net in nets], models)
+    apart = time.perf_counter() - start
+    return {"side_by_side_models": models, "side_by_side_seconds": apart,
+            "in_turn_seconds": in_turn, "side_by_side_ratio": apart / in_turn}
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -191,6 +234,8 @@ def run(args: argparse.Namespace) -> dict:
         ratio = step_ratio(train_set, config, args.ratio_steps) if args.ratio_steps else {}
         if args.stacked:
             ratio.update(stacked_ratio(args.stacked, args.size, args.device))
+        if args.side_by_side and torch.device(args.device).type == "cpu":
+            ratio.update(side_by_side_ratio(args.side_by_side, args.size))
     value = summary["value"]
     steps = result.history[-1]["step"]
     return {

@@ -39,7 +39,8 @@ from probes.writer import workers_that_fit
 #: their defaults); ``model`` is model.arch or model.factory, whichever names the model.
 TRAIN_KEYS = {"epochs": "model.epochs", "seed": "model.seed",
               "max_minutes": "model.max_minutes", "labels": "model.labels",
-              "model_args": "model.args", "weights": "model.weights"}
+              "model_args": "model.args", "weights": "model.weights",
+              "threads": "model.threads"}
 
 
 @contextmanager

@@ -102,7 +102,8 @@ def train_config(spec, seed: int | None = None, **changes):
     """The recipe of ``spec``'s models (trained with ``seed``, default ``model.seed``)."""
     values = dict(arch=spec.model.name, model_args=dict(spec.model.args),
                   seed=spec.model.seed if seed is None else seed,
-                  max_minutes=spec.model.max_minutes, labels=spec.model.labels)
+                  max_minutes=spec.model.max_minutes, labels=spec.model.labels,
+                  threads=spec.model.threads)
     if spec.model.epochs is not None:
         values["epochs"] = spec.model.epochs
     return dataclasses.replace(TrainConfig(**values), **changes)

@@ -77,6 +77,10 @@ class ModelSpec:
     replicates: int | None = None  # models trained; None: 3 on CPU, 5 on CUDA (AUTO_REPLICATES)
     seeds: list[int] = field(default_factory=list)  # explicit training seeds, one per replicate
     labels: str = "square"  # label rule: square (ground truth), edge, small, shuffled
+    # torch CPU threads of each model's work (training, maps, scores, checks). With 1, the
+    # models' work runs side by side, a process each; a model's weights depend on this number,
+    # never on the machine's cores or on how many models ran at once
+    threads: int = 1
 
     @property
     def name(self) -> str:

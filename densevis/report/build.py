@@ -12,6 +12,7 @@ devices), which the experiment runner builds: nothing here knows how the stages 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 import itertools
 import json
 import os
@@ -33,7 +34,7 @@ import torchvision
 from densevis import __version__
 from densevis.analysis.tables import RUN_TABLES
 from densevis.maps import MapsFile
-from densevis.model import preprocess, resolve_device
+from densevis.model import preprocess, resolve_device, torch_threads
 from densevis.report.html import Figure, Section, png_of
 from densevis.report.model_figures import map_figures
 from densevis.report.sections import report_page
@@ -201,9 +202,10 @@ def _map_figures(run: FinishedRun, record: dict) -> dict[str, list[Figure]]:
     data = {name: run.data[name] for name in sets} | {"val": run.data[first.val_data]}
     layers = record.get("layers") or []
     layer = "denseblock3" if "denseblock3" in layers or not layers else layers[-1]
-    found = map_figures(first.source or first.checkpoint, data, sets, layer=layer,
-                        device=resolve_device(spec.saliency.device), seed=spec.analysis.seed,
-                        sanity_set="val")
+    with torch_threads(1):  # drawn in a forked worker (sections.drawn)
+        found = map_figures(first.source or first.checkpoint, data, sets, layer=layer,
+                            device=resolve_device(spec.saliency.device),
+                            seed=spec.analysis.seed, sanity_set="val")
     figures = {key: [Figure(png, caption) for png, caption in pairs]
                for key, pairs in found.items()}
     figures["panels"] = _panels(run, spec.outputs.panels_per_set)
@@ -242,7 +244,7 @@ def write_run(run: FinishedRun) -> Path:
             shutil.copyfile(spec.source, tmp / "spec.toml")
         outputs = spec.outputs
         if outputs.figures or outputs.html:
-            maps = _map_figures(run, record) if outputs.figures else {}
+            maps = partial(_map_figures, run, record) if outputs.figures else {}
             page, parts, answers = report_page(f"densevis run: {spec.name}", run.tables,
                                                record, maps)
             (tmp / "answers.md").write_text(answers, encoding="utf-8")

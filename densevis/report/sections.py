@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import json
+from functools import partial
+from typing import Any, Callable, Hashable
 
 import pandas as pd
 
@@ -23,6 +25,7 @@ from densevis.report.answers import (answers, answers_markdown, facts, models_of
                                      verdict_rows)
 from densevis.report.figure_style import blank, in_order, method_order
 from densevis.report.html import Figure, Section, Table, answers_html, render_page
+from probes.pool import call_in_processes, default_workers
 
 
 def run_order(tables: dict[str, pd.DataFrame], record: dict | None) -> dict:
@@ -116,23 +119,46 @@ def _basis(hypotheses: pd.DataFrame) -> str:
 
 
 def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
-             maps: dict[str, list[Figure]] | None = None,
+             maps: dict[str, list[Figure]] | Callable[[], dict] | None = None,
              order: dict | None = None) -> list[Section]:
     """The report's sections from whichever run tables are given (``hypotheses`` required).
 
     ``maps``: figures of the saliency maps by section (keys ``sanity``, ``sets``, ``pairs``,
-    ``panels``), drawn from the model and maps files by the caller. Verdicts are the replicated
-    ones where the table has them; localization and sanity figures show the first model, the
-    behaviour every model. ``order``: :func:`run_order` of the same tables and record, when
-    the caller has it."""
+    ``panels``), drawn from the model and maps files by the caller, or what draws them (called
+    beside the other figures). Verdicts are the replicated ones where the table has them;
+    localization and sanity figures show the first model, the behaviour every model.
+    ``order``: :func:`run_order` of the same tables and record, when the caller has it.
+
+    The figures are drawn at once, a process per core (:func:`drawn`)."""
     order = order or run_order(tables, record)
-    maps = maps or {}
     hypotheses = tables["hypotheses"]
     rows = sort_rows(verdict_rows(hypotheses), order)
     detail = rows[rows["statistic_key"] != "overall"]
-    forests = [Figure(png, f"{name}: effect and family-adjusted bounds of every statistic")
-               for name in order["hypotheses"]
-               for png in [plots.hypothesis_forest(detail, name, order["layers"])] if png]
+    summary = _first_model(tables.get("summary", pd.DataFrame()))
+    metrics = _first_model(tables.get("metrics", pd.DataFrame()))
+    similarity = _first_model(tables.get("sanity", pd.DataFrame()))
+    measure, threshold = _threshold(record)
+    # the measure the verdict reads, and the signed one (a sign flip keeps the absolute rank
+    # correlation high); SSIM and HOG are in sanity.csv
+    sanity_metrics = list(dict.fromkeys((measure, "spearman_abs", "spearman_signed")))
+    localization_metrics = ("mass_minus_area", "density_ratio", "pointing_game")
+    png = drawn({
+        **{("forest", name): partial(plots.hypothesis_forest, detail, name, order["layers"])
+           for name in order["hypotheses"]},
+        **({"behaviour": partial(plots.behaviour_bars, tables["behaviour"])}
+           if "behaviour" in tables else {}),
+        **{("localization", metric): partial(plots.localization_by_layer, metrics, metric,
+                                             order["layers"], seed=_analysis_seed(record))
+           for metric in localization_metrics if not metrics.empty},
+        **{("sanity", metric): partial(plots.sanity_figure, similarity, metric,
+                                       threshold if metric == measure else None,
+                                       order["layers"])
+           for metric in sanity_metrics if "sanity" in tables},
+        **({"maps": maps} if callable(maps) else {})})
+    maps = png.get("maps") or (maps if not callable(maps) else None) or {}
+    forests = [Figure(png[("forest", name)], f"{name}: effect and family-adjusted bounds of "
+                                             f"every statistic")
+               for name in order["hypotheses"] if png[("forest", name)]]
     out = [Section(
         "Hypotheses",
         f"{_basis(hypotheses)}Each hypothesis is tested per method and layer on per-image "
@@ -159,18 +185,13 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
             tables=[Table(behaviour, "Behaviour per probe set and model", open=True)]
             + [Table(tables["evaluation"], "Evaluation breakdowns") for _ in [0]
                if "evaluation" in tables],
-            figures=[Figure(png, "called a square and logit margin per set") for png in
-                     [plots.behaviour_bars(behaviour)] if png]))
+            figures=[Figure(png["behaviour"], "called a square and logit margin per set")
+                     for _ in [0] if png["behaviour"]]))
     if "summary" in tables or "metrics" in tables:
-        summary = _first_model(tables.get("summary", pd.DataFrame()))
-        metrics = _first_model(tables.get("metrics", pd.DataFrame()))
-        figures = [Figure(png, f"{metric} by method and layer (first model), median and "
-                               f"bootstrap 95% CI, against the null baselines")
-                   for metric in ("mass_minus_area", "density_ratio", "pointing_game")
-                   if not metrics.empty
-                   for png in [plots.localization_by_layer(metrics, metric, order["layers"],
-                                                           seed=_analysis_seed(record))]
-                   if png]
+        figures = [Figure(png[("localization", metric)],
+                          f"{metric} by method and layer (first model), median and bootstrap "
+                          f"95% CI, against the null baselines")
+                   for metric in localization_metrics if png.get(("localization", metric))]
         shown = summary[(summary["set"] == "base") & summary["metric"].isin(
             ["mass_minus_area", "density_ratio", "pointing_game", "edge_interior_ratio"])] \
             if not summary.empty else summary
@@ -185,14 +206,9 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
             tables=[Table(sort_rows(shown, order), "Localization summary (first model)")]
             if not shown.empty else [], figures=figures))
     if "sanity" in tables:
-        similarity = _first_model(tables["sanity"])
-        measure, threshold = _threshold(record)
-        figures = [Figure(png, f"randomization checks, {metric} (first model)")
-                   # the measure the verdict reads, and the signed one (a sign flip keeps the
-                   # absolute rank correlation high); SSIM and HOG are in sanity.csv
-                   for metric in dict.fromkeys((measure, "spearman_abs", "spearman_signed"))
-                   for png in [plots.sanity_figure(similarity, metric, threshold if metric ==
-                                                   measure else None, order["layers"])] if png]
+        figures = [Figure(png[("sanity", metric)], f"randomization checks, {metric} (first "
+                                                   f"model)")
+                   for metric in sanity_metrics if png[("sanity", metric)]]
         out.append(Section(
             "Sanity checks (Adebayo et al. 2018)",
             "Similarity of each method's maps to the trained model's maps as layers are "
@@ -215,6 +231,15 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
     return out
 
 
+def drawn(calls: dict[Hashable, Callable[[], Any]]) -> dict:
+    """Each call's result (a figure's PNG bytes, or None) by its key, the calls made at once,
+    a forked process per core (matplotlib draws on one core; the report's figures are
+    independent). A call that uses torch runs it with one thread
+    (:func:`densevis.model.torch_threads`)."""
+    keys = list(calls)
+    return dict(zip(keys, call_in_processes([calls[key] for key in keys], default_workers())))
+
+
 def _threshold(record: dict | None) -> tuple[str, float]:
     """The similarity measure passes_randomization reads and its pass threshold (the spec's,
     else the registry's defaults)."""
@@ -232,7 +257,8 @@ def _analysis_seed(record: dict | None) -> int:
 
 
 def report_page(title: str, tables: dict[str, pd.DataFrame], record: dict | None = None,
-                maps: dict[str, list[Figure]] | None = None) -> tuple[str, list[Section], str]:
+                maps: dict[str, list[Figure]] | Callable[[], dict] | None = None
+                ) -> tuple[str, list[Section], str]:
     """The whole page (answers block, contents, sections), its sections (for the figures) and
     the answers as Markdown."""
     order = run_order(tables, record)

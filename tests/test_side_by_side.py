@@ -1,0 +1,127 @@
+"""Replicates' work side by side (a forked process each, one torch thread): the pool helper
+(:mod:`probes.pool`) and the run's stages (:func:`densevis.experiment.steps.side_by_side`), whose
+numbers must not depend on how many models ran at once."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+
+import pandas as pd
+import pytest
+import torch
+
+from densevis.errors import DensevisError
+from densevis.experiment import load_spec, steps
+from densevis.experiment.runner import Runner
+from densevis.maps import MapsFile
+from probes.pool import call_in_processes
+
+
+def test_calls_run_in_other_processes_and_return_in_order():
+    finished = []
+    results = call_in_processes([lambda k=k: (k, os.getpid()) for k in range(4)], workers=2,
+                                done=lambda index, _: finished.append(index))
+    assert [k for k, _ in results] == [0, 1, 2, 3]
+    assert os.getpid() not in {pid for _, pid in results}
+    assert sorted(finished) == [0, 1, 2, 3]
+
+
+def test_one_worker_or_one_call_runs_here():
+    assert call_in_processes([os.getpid, os.getpid], workers=1) == [os.getpid()] * 2
+    assert call_in_processes([os.getpid], workers=4) == [os.getpid()]
+
+
+def test_a_call_inside_a_worker_runs_its_calls_in_turn():
+    def nested():
+        return call_in_processes([os.getpid, os.getpid], workers=2)
+
+    inner = call_in_processes([nested, nested], workers=2)
+    assert all(len(set(pids)) == 1 for pids in inner)  # each worker ran both itself
+
+
+def test_the_first_error_stops_the_others_and_keeps_its_message(tmp_path):
+    started = tmp_path / "sleeper"
+
+    def sleeper():
+        started.write_text(str(os.getpid()))
+        time.sleep(600)
+
+    def failing():
+        while not started.exists():
+            time.sleep(0.01)
+        raise DensevisError("must be positive (got 0)", parameter="n")
+
+    begin = time.monotonic()
+    with pytest.raises(DensevisError) as raised:
+        call_in_processes([sleeper, failing], workers=2)
+    assert time.monotonic() - begin < 60, "the error waited for the sleeping call"
+    assert str(raised.value) == "n must be positive (got 0)" and raised.value.parameter == "n"
+    pid = int(started.read_text())
+    for _ in range(100):  # the sleeping worker is killed, not left running
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"worker {pid} still runs")
+
+
+def _trained_and_explained(spec_path, out, apart: bool, monkeypatch) -> Runner:
+    monkeypatch.setattr(steps, "runs_apart", lambda runner, device: apart)
+    runner = Runner(load_spec(spec_path), out, progress=False, echo=lambda _: None)
+    for stage in (steps.generate, steps.train, steps.explain):
+        stage(runner)
+    return runner
+
+
+def test_models_trained_side_by_side_equal_models_trained_in_turn(tiny_spec, tmp_path,
+                                                                  monkeypatch):
+    """The tiny spec's two replicates, trained and explained in two processes at once and
+    then one after the other here: the same weights and the same maps, bit for bit."""
+    apart = _trained_and_explained(tiny_spec, tmp_path / "apart", True, monkeypatch)
+    in_turn = _trained_and_explained(tiny_spec, tmp_path / "in_turn", False, monkeypatch)
+    assert len(apart.stages.replicates) == 2
+    for one, other in zip(apart.stages.replicates, in_turn.stages.replicates):
+        weights = [torch.load(r.checkpoint, weights_only=False)["state_dict"]
+                   for r in (one, other)]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+        for name in ("base", "pairs"):
+            with MapsFile(one.maps[name]) as a, MapsFile(other.maps[name]) as b:
+                for method in a.methods:
+                    for layer in a.layers(method) or [None]:
+                        assert (a.read(method, layer) == b.read(method, layer)).all()
+    first = [torch.load(r.checkpoint, weights_only=False)["state_dict"]
+             for r in apart.stages.replicates]
+    assert not all(torch.equal(first[0][k], first[1][k]) for k in first[0]), \
+        "the two replicates should be different models"
+
+
+def test_threads_is_checked_and_more_than_one_runs_in_turn(tiny_spec, tmp_path):
+    text = tiny_spec.read_text().replace("[model]\n", "[model]\nthreads = 0\n")
+    (tmp_path / "zero.toml").write_text(text)
+    with pytest.raises(DensevisError, match="model.threads"):
+        load_spec(tmp_path / "zero.toml")
+    (tmp_path / "two.toml").write_text(text.replace("threads = 0", "threads = 2"))
+    runner = Runner(load_spec(tmp_path / "two.toml"), tmp_path, progress=False)
+    assert not steps.runs_apart(runner, "cpu")
+    assert steps.side_by_side(runner, [torch.get_num_threads, os.getpid], "cpu") == \
+        [2, os.getpid()]
+
+
+def test_figures_drawn_in_processes_equal_those_drawn_here(tiny_run, monkeypatch):
+    from densevis.report import plots, sections
+
+    behaviour, metrics = (pd.read_csv(tiny_run / f"{name}.csv") for name in ("behaviour",
+                                                                             "metrics"))
+    metrics = metrics[metrics["model"] == metrics["model"].iloc[0]]
+    calls = {"behaviour": partial(plots.behaviour_bars, behaviour),
+             ("localization", "pointing_game"): partial(plots.localization_by_layer, metrics,
+                                                        "pointing_game")}
+    apart = sections.drawn(calls)
+    monkeypatch.setattr(sections, "default_workers", lambda: 1)
+    assert sections.drawn(calls) == apart
+    assert all(png.startswith(b"\x89PNG") for png in apart.values())
