@@ -27,17 +27,17 @@ def test_every_model_learned_the_task(densevis_run):
     held_out = table[(table["set"] == "base (val)") & (table["breakdown"] == "all")
                      & (table["metric"] == "accuracy")]
     assert held_out["model"].nunique() >= 2, "the run has fewer than two models: no replication"
-    # 96.6-98.0% for the default run's three models at 96 px; 90.7-97.0% for the quick run's
+    # 96.4-98.8% for the default run's three models at 96 px; 92.0-95.3% for the quick run's
     assert (held_out["value"] >= 0.90).all(), held_out[["model", "value"]].to_string()
 
 
 def test_a_line_alone_is_enough(densevis_run):
     """Edge detector? By behaviour, yes, in every model: square-free images with lines raise the
     logit margin well above square-free controls, and a square's outline keeps it high when the
-    square is removed. (On the default run a square's four loose sides do too, in every model,
-    so the overall verdict is supported; on the quick run's eight pair scenes one model's loose
-    sides raised the margin by a median 0.94 logits, short of the 1-logit margin: inconclusive,
-    never rejected.)"""
+    square is removed. A square's four loose sides do too, in every model of the default run
+    and of the quick run of 2026-11-30, so the overall verdict is supported there; with the
+    quick run's twelve pair scenes a model's loose sides can fall short of the 1-logit margin
+    (an earlier quick run's did, by 0.06 logits): inconclusive then, never rejected."""
     for statistic in ("lines_vs_control", "outline_vs_removed"):
         assert_hypothesis(densevis_run, "edge_detector", "supported", method="model",
                           statistic=statistic)
@@ -46,15 +46,21 @@ def test_a_line_alone_is_enough(densevis_run):
 
 
 def test_bigger_squares_count_more_not_less(densevis_run):
-    """Small-object detector, in the sense "only small squares count"? No, in every model:
-    squares larger than every circle get a larger margin than base squares, and halving a
-    square lowers the margin more than doubling it does.
+    """Small-object detector, in the sense "only small squares count"? No: in every model,
+    squares larger than every circle get a larger margin than base squares; and halving a
+    square lowers the margin more than doubling it does (rejected as a size cue in every model
+    of the default run; in two of three on the quick run of 2026-11-30, whose third model's
+    effect, -2.1 logits, has a bound short of its family's level), in most models and in none
+    the other way.
 
     Whether small *circles* count as squares is not asserted: the models disagree (on the default
-    run one model rejects it, two are inconclusive), so the replicated verdict is inconclusive."""
-    for statistic in ("large_vs_base_squares", "half_vs_double"):
-        assert_hypothesis(densevis_run, "small_object_detector", "rejected", method="model",
-                          statistic=statistic)
+    run two models reject it, one is inconclusive), so the replicated verdict is inconclusive."""
+    assert_hypothesis(densevis_run, "small_object_detector", "rejected", method="model",
+                      statistic="large_vs_base_squares")
+    row = densevis_run.hypothesis_rows("small_object_detector", "model")
+    row = row[row["statistic_key"] == "half_vs_double"].iloc[0]
+    assert row["models_supported"] == 0 and 2 * row["models_rejected"] > row["models"], \
+        row.to_dict()
     assert_hypothesis(densevis_run, "small_object_detector", NOT_SUPPORTED, method="model")
 
 

@@ -5,6 +5,9 @@ numbers must not depend on how many models ran at once."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from functools import partial
 
@@ -125,3 +128,29 @@ def test_figures_drawn_in_processes_equal_those_drawn_here(tiny_run, monkeypatch
     monkeypatch.setattr(sections, "default_workers", lambda: 1)
     assert sections.drawn(calls) == apart
     assert all(png.startswith(b"\x89PNG") for png in apart.values())
+
+
+def test_sigterm_while_models_train_side_by_side_stops_every_process(tiny_spec, tmp_path):
+    """As ``timeout`` or ``kill`` of the main process alone: it kills its training workers,
+    says so in one line, exits 143, and leaves no trained model and no run folder."""
+    spec = tmp_path / "long.toml"
+    spec.write_text(tiny_spec.read_text().replace("epochs = 1\n", "epochs = 500\n"))
+    process = subprocess.Popen([sys.executable, "-m", "densevis", "run", str(spec), "--out",
+                                str(tmp_path / "out")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in process.stdout:  # the workers fork right after this line
+        if line.startswith("  training model"):
+            break
+    time.sleep(2)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                             text=True).stdout.split()
+    assert len(workers) >= 2, "the two models should train in processes of their own"
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.count("\n") == 1 and "terminated" in err and "Traceback" not in err, err
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".cache"]
+    assert not list((tmp_path / "out" / ".cache" / "models").glob("*.pt"))

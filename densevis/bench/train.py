@@ -20,8 +20,7 @@ stacked (``torch.func.stack_module_state`` and ``vmap``: grouped convolutions un
 ``stacked_ratio`` < 1 means stacking is faster (it was not on 2 CPU cores: README, Benchmarks).
 ``--side-by-side K``: K models' training steps taken one model after another with torch's
 threads, against the same steps taken side by side, a forked process per model with one thread
-each, as runs train their replicates (``side_by_side_ratio`` < 1: side by side is faster; wall
-time, the processes' start included).
+each, as runs train their replicates (``side_by_side_ratio`` < 1: side by side is faster).
 """
 
 from __future__ import annotations
@@ -167,12 +166,12 @@ def stacked_ratio(models: int, size: int, device: str, batch: int = 64,
             "sequential_step_ms": 1000 * sequential, "stacked_ratio": stacked / sequential}
 
 
-def side_by_side_ratio(models: int, size: int, batch: int = 64, steps: int = 5) -> dict:
-    """Wall seconds of ``steps`` training steps (forward and backward of one batch) of each of
-    ``models`` models, taken one model after another here with torch's threads, and taken side
+def side_by_side_ratio(models: int, size: int, batch: int = 64, steps: int = 20) -> dict:
+    """Seconds of ``steps`` training steps (forward and backward of one batch) of each of
+    ``models`` models: taken one model after another here with torch's threads, and taken side
     by side, a forked process per model with one thread (:func:`probes.pool.call_in_processes`,
-    as :func:`densevis.experiment.steps.side_by_side` runs replicates; their start included).
-    CPU only."""
+    as :func:`densevis.experiment.steps.side_by_side` runs replicates), all at once: the slowest
+    process's time. Each model warms up with one step first (not timed). CPU only."""
     import torch
 
     from densevis.model import build_model, torch_threads
@@ -183,23 +182,22 @@ def side_by_side_ratio(models: int, size: int, batch: int = 64, steps: int = 5) 
     images = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 2, (batch,))
 
-    def train(net) -> None:
-        for _ in range(steps):
-            torch.nn.functional.cross_entropy(net(images), labels).backward()
-
-    for net in nets:  # warm up
+    def step(net) -> None:
         torch.nn.functional.cross_entropy(net(images), labels).backward()
-    start = time.perf_counter()
-    for net in nets:
-        train(net)
-    in_turn = time.perf_counter() - start
 
-    def alone(net):
+    def timed(net) -> float:
+        step(net)  # warm-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(net)
+        return time.perf_counter() - start
+
+    in_turn = sum(timed(net) for net in nets)
+
+    def alone(net) -> float:
         with torch_threads(1):
-            train(net)
-    start = time.perf_counter()
-    call_in_processes([lambda net=net: alone(net) for net in nets], models)
-    apart = time.perf_counter() - start
+            return timed(net)
+    apart = max(call_in_processes([lambda net=net: alone(net) for net in nets], models))
     return {"side_by_side_models": models, "side_by_side_seconds": apart,
             "in_turn_seconds": in_turn, "side_by_side_ratio": apart / in_turn}
 

@@ -95,6 +95,8 @@ class Runner:
         devices = {"saliency": _device_used(spec.saliency.device)}  # evaluate, explain, analyze
         if any(r.given is None for r in stages.replicates):
             devices["train"] = _device_used(train_config(spec).device)
+        devices["threads"] = spec.model.threads  # of each model's work
+        devices["side_by_side"] = steps.runs_apart(self, spec.saliency.device)
         models = [ModelFiles(r.label, r.seed, r.given is None, r.checkpoint,
                              r.shuffled_checkpoint, dict(r.maps), r.roles["val"],
                              name=_model_name(spec, r), source=r.source)

@@ -235,8 +235,11 @@ def facts(tables: dict[str, pd.DataFrame], record: dict | None = None) -> list[s
         device = record.get("device")
         if isinstance(device, dict):  # {"saliency": "cpu", "train": "cpu", "threads": 2, ...}
             used = dict.fromkeys(v for k, v in device.items() if k in ("train", "saliency"))
-            device = ", ".join(used) + (f" ({device['threads']} threads)"
-                                        if device.get("threads") else "")
+            threads = device.get("threads")
+            device = ", ".join(used) + (
+                "" if not threads else f" ({threads} thread{'s' if threads > 1 else ''} per "
+                f"model, models side by side)" if device.get("side_by_side")
+                else f" ({threads} thread{'s' if threads > 1 else ''})")
         lines += [f"run {when}"] if when else []
         lines += [f"device {device}"] if device else []
         version = record.get("versions", {}).get("densevis")

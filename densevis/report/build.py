@@ -146,7 +146,8 @@ def provenance(run: FinishedRun, run_dir: Path) -> dict:
                   "models": [m.seed for m in run.models if m.trained],
                   "analysis": spec.analysis.seed},
         "versions": versions(),
-        "device": {**run.devices, "threads": torch.get_num_threads(),
+        # threads: of each model's work (the run's devices say so), else this process's
+        "device": {"threads": torch.get_num_threads(), **run.devices,
                    "processes": run.processes},
         "files": files,
         "stages": {name: {"seconds": round(run.seconds[name], 2),
@@ -206,9 +207,9 @@ def _map_figures(run: FinishedRun, record: dict) -> dict[str, list[Figure]]:
         found = map_figures(first.source or first.checkpoint, data, sets, layer=layer,
                             device=resolve_device(spec.saliency.device),
                             seed=spec.analysis.seed, sanity_set="val")
-    figures = {key: [Figure(png, caption) for png, caption in pairs]
-               for key, pairs in found.items()}
-    figures["panels"] = _panels(run, spec.outputs.panels_per_set)
+        figures = {key: [Figure(png, caption) for png, caption in pairs]
+                   for key, pairs in found.items()}
+        figures["panels"] = _panels(run, spec.outputs.panels_per_set)
     return figures
 
 

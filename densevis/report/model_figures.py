@@ -7,7 +7,6 @@ and the cascading-randomization grid.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from densevis.analysis.sanity import engine_explain, randomized_models, run_explain
 from densevis.errors import DensevisError
-from densevis.model import ModelSource, load_model, predict, resolve_device
+from densevis.model import ModelSource, load_model, predict, resolve_device, torch_threads
 from densevis.report.panels import (cascading_grid, choose_images, describe, pairs_strip,
                                     set_grid)
 from densevis.saliency.figures import CAP_PERCENTILE
@@ -78,7 +77,9 @@ def map_figures(checkpoint: str | os.PathLike | ModelSource, data: dict[str, Pat
         raise DensevisError(f"map_figures: no probe file for {missing[0]!r}; data holds "
                             f"{', '.join(data) or 'none'}")
     device = resolve_device(device) if isinstance(device, str) else device
-    with _one_cpu_thread(device):
+    # one thread on the CPU: a handful of images in small batches, where a second thread only
+    # waits for work (on 2 busy cores the driver took 3 to 5 times as long with 2 threads)
+    with torch_threads(1 if torch.device(device).type == "cpu" else None):
         model, _ = load_model(checkpoint, device)
         explain = engine_explain(methods, layer)
         # every set's chosen images (and the strip's scene) explained in one call
@@ -106,20 +107,6 @@ def map_figures(checkpoint: str | os.PathLike | ModelSource, data: dict[str, Pat
         figures["sanity"].append(_sanity_figure(model, explain, data[sanity_set], sanity_set,
                                                 methods, layer, seed))
     return figures
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device):
-    """One torch thread on the CPU for the block: the figures explain a handful of images in
-    small batches, where a second thread only waits for work (on 2 busy cores the driver took
-    3 to 5 times as long with 2 threads as with 1)."""
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _by_method(maps: dict) -> dict[str, np.ndarray]:

@@ -162,7 +162,8 @@ def hypothesis_forest(rows: pd.DataFrame, hypothesis: str, layer_order=()) -> by
         The rows hold several models.
     """
     fig = build_hypothesis_forest(rows, hypothesis, layer_order)
-    return None if fig is None else png_of(fig)
+    # its constrained layout holds every label; trimming the margins would draw it twice
+    return None if fig is None else png_of(fig, tight=False)
 
 
 def _group_label(method, layer) -> str:
