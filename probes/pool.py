@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,9 @@ from typing import Callable, Iterator, Sequence
 
 #: The signals a command stops on: their handlers raise (densevis.cli).
 STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+#: Held back while workers fork: those, and the alarm that raises a lost SIGTERM again
+#: (densevis.cli), which could otherwise stop the pool between a fork and its record.
+DEFERRED_SIGNALS = STOPPING_SIGNALS | {signal.SIGALRM}
 
 
 def default_workers() -> int:
@@ -44,7 +48,8 @@ def fork_context():
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends (they stay pending, then are handled).
+    """Ctrl-C, SIGTERM and SIGALRM wait until the block ends (they stay pending, then are
+    handled).
 
     Wrap what forks workers: a fork runs Python's at-fork callbacks, logging's among them (it
     holds its module lock across the fork). A handler that raises inside one is ignored by
@@ -53,21 +58,41 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def worker_signals() -> None:
+def worker_signals(main: int | None = None) -> None:
     """A worker's initializer. Ctrl-C and SIGTERM sent to the whole process group are the main
     process's to handle (it removes half-written files and says so in one line): a worker
     ignores Ctrl-C and dies quietly on SIGTERM, without a traceback of its own. A worker forked
-    while the main process deferred them inherits that mask: it takes them again here."""
+    while the main process deferred them inherits that mask: it takes them again here.
+
+    And a worker never outlives the main process (on Linux the kernel kills it when the main
+    process ``main`` ends): one the pool had not yet recorded when it stopped, or whose main
+    process was killed outright, would otherwise wait on the pool's queue forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
+    if main is not None:
+        _die_with(main)
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when ``parent``, the process that forked it, ends (Linux'
+    PR_SET_PDEATHSIG); exit now if it has already ended. Elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):  # no prctl here
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
@@ -75,7 +100,8 @@ def new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     :func:`signals_deferred` (the first submit forks them all) and end it with
     :func:`stop_pool` when stopped early."""
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=fork_context(),
-                                                  initializer=worker_signals)
+                                                  initializer=worker_signals,
+                                                  initargs=(os.getpid(),))
 
 
 def stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -84,6 +110,12 @@ def stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     forever."""
     for process in list((pool._processes or {}).values()):
         process.kill()
+    # a worker killed while it sent a result leaves the pool's reader thread waiting for the
+    # rest of that message, and exit waits for that thread: with this process's copy of the
+    # pipe's write end closed too, the reader gets end-of-file instead (its workers are dead)
+    result_queue = getattr(pool, "_result_queue", None)
+    if result_queue is not None:
+        result_queue._writer.close()
     # the queue's feeder thread may be blocked writing to a pipe no worker reads any more;
     # joining it at exit would wait forever (the work it holds is not wanted)
     call_queue = getattr(pool, "_call_queue", None)

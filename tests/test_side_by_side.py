@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -154,3 +155,52 @@ def test_sigterm_while_models_train_side_by_side_stops_every_process(tiny_spec, 
             os.kill(int(pid), 0)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [".cache"]
     assert not list((tmp_path / "out" / ".cache" / "models").glob("*.pt"))
+
+
+STOPPED_WHILE_SENDING = """
+import sys, time
+from probes.pool import new_pool, stop_pool
+def big(_):
+    return b"x" * 100_000_000
+pool = new_pool(2)
+futures = [pool.submit(big, k) for k in range(4)]
+time.sleep(float(sys.argv[1]))
+stop_pool(pool)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.4, 0.8])
+def test_a_pool_stopped_while_its_workers_send_results_lets_the_process_exit(tmp_path, delay):
+    """A worker killed in the middle of sending its result must not leave the pool's reader
+    thread waiting for the rest of the message: the process exits (it hung at exit, as
+    ``generate --workers 2`` did after SIGTERM in CI)."""
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_WHILE_SENDING)
+    done = subprocess.run([sys.executable, str(script), str(delay)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_worker_never_outlives_its_main_process(tmp_path):
+    """The main process killed outright (``kill -9``): its workers end with it instead of
+    waiting on the pool's queue forever (as one forked after a group's SIGTERM did)."""
+    script = tmp_path / "main.py"
+    script.write_text("import os, time\nfrom probes.pool import new_pool\n"
+                      "pool = new_pool(2)\n"
+                      "futures = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
+                      "time.sleep(1)\nprint(*pool._processes, flush=True)\ntime.sleep(600)\n")
+    main = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in main.stdout.readline().split()]
+    assert len(workers) == 2
+    main.kill()
+    main.wait(timeout=60)
+    for pid in workers:
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"worker {pid} outlived its main process")

@@ -245,7 +245,11 @@ def write_run(run: FinishedRun) -> Path:
             shutil.copyfile(spec.source, tmp / "spec.toml")
         outputs = spec.outputs
         if outputs.figures or outputs.html:
-            maps = partial(_map_figures, run, record) if outputs.figures else {}
+            # drawn in a forked worker beside the other figures, but not from CUDA, which a
+            # forked process cannot use
+            maps = ({} if not outputs.figures else partial(_map_figures, run, record)
+                    if resolve_device(spec.saliency.device).type == "cpu"
+                    else _map_figures(run, record))
             page, parts, answers = report_page(f"densevis run: {spec.name}", run.tables,
                                                record, maps)
             (tmp / "answers.md").write_text(answers, encoding="utf-8")
