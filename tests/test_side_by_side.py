@@ -63,14 +63,18 @@ def test_the_first_error_stops_the_others_and_keeps_its_message(tmp_path):
     assert time.monotonic() - begin < 60, "the error waited for the sleeping call"
     assert str(raised.value) == "n must be positive (got 0)" and raised.value.parameter == "n"
     pid = int(started.read_text())
-    for _ in range(100):  # the sleeping worker is killed, not left running
+    assert _gone(pid), f"worker {pid} still runs"  # killed, not left sleeping
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process ``pid`` ends within ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return True
         time.sleep(0.05)
-    else:
-        pytest.fail(f"worker {pid} still runs")
+    return False
 
 
 def _trained_and_explained(spec_path, out, apart: bool, monkeypatch) -> Runner:
@@ -195,12 +199,6 @@ def test_a_worker_never_outlives_its_main_process(tmp_path):
     main.kill()
     main.wait(timeout=60)
     for pid in workers:
-        for _ in range(200):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
+        if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
             pytest.fail(f"worker {pid} outlived its main process")
