@@ -179,8 +179,8 @@ def train_model(train_set: ProbeSet, val_set: ProbeSet, config: TrainConfig = Tr
             if progress:
                 scored = (f", val loss {entry['val_loss']:.4f}, val accuracy "
                           f"{entry['val_accuracy']:.4f}" if "val_loss" in entry else "")
-                tqdm.write(f"{label + ' ' if label else ''}epoch {epoch + 1}: loss {loss:.4f}, accuracy {accuracy:.4f}"
-                           + scored)
+                tqdm.write(f"{label + ' ' if label else ''}epoch {epoch + 1}: loss {loss:.4f}, "
+                           f"accuracy {accuracy:.4f}" + scored)
             if "val_loss" not in entry:
                 continue
             if best is None or entry["val_loss"] < best["val_loss"] or config.keep == "last":

@@ -131,11 +131,9 @@ def _call(index: int):
     return _CALLS[index]()
 
 
-def call_in_processes(calls: Sequence[Callable[[], object]], workers: int,
-                      done: Callable[[int, object], None] | None = None) -> list:
+def call_in_processes(calls: Sequence[Callable[[], object]], workers: int) -> list:
     """Call each of ``calls`` (no arguments) in its own forked worker, at most ``workers`` at
-    once; return their results in order. ``done(index, result)`` is called (in this process)
-    as each one finishes.
+    once; return their results in order.
 
     The calls need not pickle (the workers are forked after they are known), their results
     and exceptions must. The first exception stops every other call and is raised here. With
@@ -144,20 +142,13 @@ def call_in_processes(calls: Sequence[Callable[[], object]], workers: int,
 
     Examples
     --------
-    >>> finished = []
-    >>> call_in_processes([lambda: os.getpid()] * 2, 2, lambda i, _: finished.append(i))[0] \\
-    ...     != os.getpid(), sorted(finished)
-    (True, [0, 1])
+    >>> os.getpid() in call_in_processes([os.getpid, os.getpid], 2)
+    False
     """
     global _CALLS
     if workers <= 1 or len(calls) <= 1 or _CALLS \
             or "fork" not in multiprocessing.get_all_start_methods():
-        results = []
-        for index, call in enumerate(calls):
-            results.append(call())
-            if done:
-                done(index, results[-1])
-        return results
+        return [call() for call in calls]
     _CALLS = tuple(calls)
     pool = new_pool(min(workers, len(calls)))
     try:
@@ -165,10 +156,7 @@ def call_in_processes(calls: Sequence[Callable[[], object]], workers: int,
             futures = {pool.submit(_call, index): index for index in range(len(calls))}
         results = [None] * len(calls)
         for future in concurrent.futures.as_completed(futures):
-            index = futures[future]
-            results[index] = future.result()
-            if done:
-                done(index, results[index])
+            results[futures[future]] = future.result()
     except BaseException:
         stop_pool(pool)
         raise

@@ -599,18 +599,21 @@ def test_a_binary_spec_file_is_refused(tmp_path, fails):
     fails(["run", tmp_path / "spec.toml", "--out", tmp_path / "runs"], "is not a text file")
 
 
+class _SignalledWhileCollected:
+    """Sends SIGTERM from ``__del__``: the handler runs there, and its raise is ignored."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def test_sigterm_where_python_ignores_exceptions_still_ends_as_terminated(monkeypatch, capsys):
     """SIGTERM's handler can run inside an at-fork callback or a ``__del__``, where Python
     ignores the exception it raises (seen in CI: a worker pool starting while ``kill`` hit the
     process group). The failure that follows is SIGTERM's doing: one line, exit status 143."""
     import densevis.cli.report as report_command
 
-    class SignalledWhileCollected:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here: its raise is ignored
-
     def run(args):
-        SignalledWhileCollected()
+        _SignalledWhileCollected()
         raise RuntimeError("a process in the process pool was terminated abruptly")
 
     monkeypatch.setattr(report_command, "run", run)
@@ -625,12 +628,8 @@ def test_sigterm_lost_in_a_callback_is_raised_again_where_the_program_is(monkeyp
     500,000 images when SIGTERM's Terminated was lost in a weakref callback)."""
     import densevis.cli.report as report_command
 
-    class SignalledWhileCollected:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-
     def run(args):
-        SignalledWhileCollected()
+        _SignalledWhileCollected()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # work that would go on
             sum(range(1000))

@@ -307,7 +307,8 @@ def evaluate_replicated(metrics: pd.DataFrame | None, similarity: pd.DataFrame |
         [partial(evaluate, by_metrics.get(label), by_similarity.get(label), specs)
          for label in labels], default_workers())))
     baselines = {label: [b for b in BASELINES if b in present]
-                 for label, table in by_metrics.items() for present in [set(table["method"].unique())]}
+                 for label, table in by_metrics.items()
+                 for present in [set(table["method"].unique())]}
     rows = replicated_rows(tables)
     overall_rows = replicated_overall(rows, tables, {s.name: s for s in specs}, baselines)
     parts = [frame.assign(model=REPLICATED) for frame in (overall_rows, rows) if len(frame)]

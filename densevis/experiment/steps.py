@@ -49,7 +49,7 @@ def _write_csv(frame: pd.DataFrame, path) -> None:
     StageCache.record(path)
 
 
-def side_by_side(runner, calls: list, device: str, done=None) -> list:
+def side_by_side(runner, calls: list, device: str) -> list:
     """The results of ``calls`` (no arguments; one replicate's work each), each call with
     ``model.threads`` torch CPU threads.
 
@@ -58,8 +58,7 @@ def side_by_side(runner, calls: list, device: str, done=None) -> list:
     a second thread speeds one up by 9-36% while a second process nearly doubles the work done
     (README, "Benchmarks"). With more threads they run here in turn: OpenMP cannot start
     threads in a process forked after it ran. Either way a call's numbers are those of
-    ``model.threads`` threads, whatever the machine's cores and however many ran at once.
-    ``done(index, result)`` is called here as each finishes."""
+    ``model.threads`` threads, whatever the machine's cores and however many ran at once."""
     threads = runner.spec.model.threads
 
     def limited(call):
@@ -69,7 +68,7 @@ def side_by_side(runner, calls: list, device: str, done=None) -> list:
         return run
 
     return call_in_processes([limited(call) for call in calls],
-                             2 * default_workers() if runs_apart(runner, device) else 1, done)
+                             2 * default_workers() if runs_apart(runner, device) else 1)
 
 
 def runs_apart(runner, device: str) -> bool:

@@ -236,10 +236,9 @@ def facts(tables: dict[str, pd.DataFrame], record: dict | None = None) -> list[s
         if isinstance(device, dict):  # {"saliency": "cpu", "train": "cpu", "threads": 2, ...}
             used = dict.fromkeys(v for k, v in device.items() if k in ("train", "saliency"))
             threads = device.get("threads")
-            device = ", ".join(used) + (
-                "" if not threads else f" ({threads} thread{'s' if threads > 1 else ''} per "
-                f"model, models side by side)" if device.get("side_by_side")
-                else f" ({threads} thread{'s' if threads > 1 else ''})")
+            per_model = " per model, models side by side" if device.get("side_by_side") else ""
+            device = ", ".join(used) + (f" ({threads} thread{'s' if threads > 1 else ''}"
+                                        f"{per_model})" if threads else "")
         lines += [f"run {when}"] if when else []
         lines += [f"device {device}"] if device else []
         version = record.get("versions", {}).get("densevis")

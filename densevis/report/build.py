@@ -12,7 +12,6 @@ devices), which the experiment runner builds: nothing here knows how the stages 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 import itertools
 import json
 import os
@@ -20,6 +19,7 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -155,7 +155,7 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
                                        order["layers"])
            for metric in sanity_metrics if "sanity" in tables},
         **({"maps": maps} if callable(maps) else {})})
-    maps = png.get("maps") or (maps if not callable(maps) else None) or {}
+    maps = png["maps"] if callable(maps) else maps or {}
     forests = [Figure(png[("forest", name)], f"{name}: effect and family-adjusted bounds of "
                                              f"every statistic")
                for name in order["hypotheses"] if png[("forest", name)]]
@@ -185,8 +185,8 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
             tables=[Table(behaviour, "Behaviour per probe set and model", open=True)]
             + [Table(tables["evaluation"], "Evaluation breakdowns") for _ in [0]
                if "evaluation" in tables],
-            figures=[Figure(png["behaviour"], "called a square and logit margin per set")
-                     for _ in [0] if png["behaviour"]]))
+            figures=[Figure(png["behaviour"], "called a square and logit margin per set")]
+            if png["behaviour"] else []))
     if "summary" in tables or "metrics" in tables:
         figures = [Figure(png[("localization", metric)],
                           f"{metric} by method and layer (first model), median and bootstrap "
@@ -234,8 +234,8 @@ def sections(tables: dict[str, pd.DataFrame], record: dict | None = None,
 def drawn(calls: dict[Hashable, Callable[[], Any]]) -> dict:
     """Each call's result (a figure's PNG bytes, or None) by its key, the calls made at once,
     a forked process per core (matplotlib draws on one core; the report's figures are
-    independent). A call that uses torch runs it with one thread
-    (:func:`densevis.model.torch_threads`)."""
+    independent). A call that uses torch must run it with one thread
+    (:func:`densevis.model.torch_threads`): OpenMP cannot start threads in a forked process."""
     keys = list(calls)
     return dict(zip(keys, call_in_processes([calls[key] for key in keys], default_workers())))
 
